@@ -1,0 +1,1 @@
+"""Declarative study definitions (YAML) and their validation."""

@@ -1,0 +1,1 @@
+"""Orchestration: launcher, Ray Tune, MLflow tracking, cluster, scheduled re-studies."""
