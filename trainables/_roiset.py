@@ -1,0 +1,51 @@
+"""The in-memory ROI set every trial trains on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class RoiSet:
+    """Extracted lesion ROIs, one per lesion view, ready for training.
+
+    Attributes:
+        images: ``(N, S, S)`` uint8 or uint16 raw grey levels (global contrast normalisation is
+            applied on the fly, per image, by the trainable).
+        labels: ``(N,)`` int64, 0 = benign, 1 = malignant.
+        patients: ``(N,)`` str, patient id (never logged; use ``sample_ids``).
+        lesions: ``(N,)`` str, dataset-unique lesion key.
+        sample_ids: ``(N,)`` str, salted hash of the source image and lesion: safe to log.
+        fingerprint: hex digest of the source files' contents and the ROI settings.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    patients: np.ndarray
+    lesions: np.ndarray
+    sample_ids: np.ndarray
+    fingerprint: str
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        if self.images.ndim != 3 or self.images.shape[1] != self.images.shape[2]:
+            raise ValueError(f"images must be (N, S, S), got {self.images.shape}")
+        for name in ("labels", "patients", "lesions", "sample_ids"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{name} has {len(getattr(self, name))} entries, images {n}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def size(self) -> int:
+        """ROI side in pixels."""
+        return int(self.images.shape[1])
+
+    def subset(self, index: np.ndarray) -> RoiSet:
+        """The ROIs at ``index`` (integer positions), same fingerprint."""
+        index = np.asarray(index, dtype=np.int64)
+        return RoiSet(self.images[index], self.labels[index], self.patients[index],
+                      self.lesions[index], self.sample_ids[index], self.fingerprint)
