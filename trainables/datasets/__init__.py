@@ -1,0 +1,1 @@
+"""Lesion-dataset loaders, each reading a dataset exactly as it is distributed."""
