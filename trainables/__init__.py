@@ -1,0 +1,21 @@
+"""Everything PyTorch-side of tlstudy: lesion datasets, ROIs, splits, backbones, regimes and the
+training loop. Imports no Ray and no MLflow, so a GPU box with torch alone can run it.
+
+Data path::
+
+    load_dataset(path, fmt) -> LoadedDataset (lesion records)
+    extract_rois(dataset, RoiConfig(size=299), cache_dir=...) -> (RoiSet, RoiSummary)
+    make_splits(rois, SplitConfig()) -> [Split, ...]   # patient-grouped, stratified, seeded
+"""
+
+from trainables._roiset import RoiSet
+from trainables.datasets import DatasetProblems, LoadedDataset, load_dataset
+from trainables.records import DatasetError, Label, Laterality, LesionRecord, SourceRef, View
+from trainables.rois import RoiConfig, RoiSummary, extract_rois
+from trainables.splits import Split, SplitConfig, make_splits
+
+__all__ = [
+    "DatasetError", "DatasetProblems", "Label", "Laterality", "LesionRecord", "LoadedDataset",
+    "RoiConfig", "RoiSet", "RoiSummary", "SourceRef", "Split", "SplitConfig", "View",
+    "extract_rois", "load_dataset", "make_splits",
+]
