@@ -5,10 +5,10 @@ depends only on (patient ids, labels, seed): it is the same on any machine and f
 order. ``mode="image"`` reproduces the paper's image-level protocol, where views of one lesion
 can fall in train and test, and logs a leakage warning.
 
-Stratification is greedy over patients in a seeded random order: each patient goes to the
-test part when that brings the part's per-class counts closer to their targets
-(``fraction × class count``). Each class's count ends within one patient's worth of images of
-its target (within ±1 when every group holds a single image).
+Stratification is greedy over patients (largest first, seeded random order among equals), then
+refined by single-patient moves: each class's count in a part ends within one patient's worth
+of images of its target ``fraction × class count`` (within ±1 when every group holds a single
+image).
 """
 
 from __future__ import annotations
@@ -125,16 +125,36 @@ def split_indices(labels: np.ndarray, patients: np.ndarray,
 
 def _stratified_pick(counts: np.ndarray, eligible: np.ndarray, fraction: float,
                      rng: np.random.Generator) -> np.ndarray:
-    """Pick eligible groups so that per-class totals approach ``fraction`` of the eligible ones."""
+    """Pick eligible groups so that per-class totals approach ``fraction`` of the eligible ones.
+
+    Largest groups first (random order among equals), each taken when it brings the per-class
+    totals closer to the targets (squared distance); then single-group toggles are applied
+    while one improves the fit, so that no one patient moved in or out would do better.
+    """
     target = fraction * counts[eligible].sum(axis=0)
-    order = rng.permutation(np.flatnonzero(eligible))
+    candidates = np.flatnonzero(eligible)
+    shuffled = candidates[rng.permutation(len(candidates))]
+    order = shuffled[np.argsort(-counts[shuffled].sum(axis=1), kind="stable")]
     picked = np.zeros(len(counts), dtype=bool)
     total = np.zeros(counts.shape[1], dtype=np.float64)
+
+    def cost(t: np.ndarray) -> float:
+        return float(((t - target) ** 2).sum())
+
     for g in order:
-        new = total + counts[g]
-        if np.abs(new - target).sum() < np.abs(total - target).sum():
+        if cost(total + counts[g]) < cost(total):
             picked[g] = True
-            total = new
+            total = total + counts[g]
+    for _ in range(len(order)):  # local search; converges in a few passes
+        improved = False
+        for g in order:
+            new = total - counts[g] if picked[g] else total + counts[g]
+            if cost(new) < cost(total) - 1e-9:
+                picked[g] = not picked[g]
+                total = new
+                improved = True
+        if not improved:
+            break
     return picked
 
 
