@@ -1,0 +1,125 @@
+"""Trial checkpoints: one directory, written atomically every epoch, resumable bit-exactly on CPU.
+
+Layout of a checkpoint directory::
+
+    checkpoint.pt        the training state after the last completed epoch (see below)
+    best-eNNNN.pt        model weights of the epoch with the lowest validation loss so far
+
+``checkpoint.pt`` holds the model, optimiser and scheduler state, the early-stopping state, every
+random number generator the trial draws from (torch's global CPU/CUDA generators for dropout and
+the trial's own shuffle and augmentation generators), the per-epoch history and the trial's
+elapsed time. Every file is written to a temporary name in the same directory, flushed and then
+renamed, so a crash leaves the previous checkpoint intact. The best weights live in their own,
+epoch-named file so they are written only when they improve; ``checkpoint.pt`` names the current
+one, and older ones are deleted only after the checkpoint naming the new one is in place.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "checkpoint.pt"
+FORMAT_VERSION = 1
+_BEST_PREFIX = "best-e"
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    try:  # make the rename itself durable; not supported everywhere
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
+    """Snapshot of torch's global generators and the trial's named ``generators``."""
+    state: dict[str, Any] = {
+        "torch_cpu": torch.get_rng_state(),
+        "generators": {name: g.get_state() for name, g in generators.items()},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["torch_cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator]) -> None:
+    """Restore a :func:`rng_state` snapshot into the global and the named generators."""
+    torch.set_rng_state(state["torch_cpu"])
+    if "torch_cuda" in state and torch.cuda.is_available():
+        cuda = state["torch_cuda"]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+        else:
+            logger.warning("checkpoint has %d CUDA generator states, this machine %d GPUs; "
+                           "CUDA generators not restored", len(cuda), torch.cuda.device_count())
+    missing = set(generators) - set(state["generators"])
+    if missing:
+        raise KeyError(f"checkpoint lacks generator state for {sorted(missing)}")
+    for name, g in generators.items():
+        g.set_state(state["generators"][name].cpu())
+
+
+def best_file_name(epoch: int) -> str:
+    return f"{_BEST_PREFIX}{epoch:04d}.pt"
+
+
+def save_best(directory: Path, epoch: int, model_state: dict[str, torch.Tensor]) -> str:
+    """Write the best weights of ``epoch``; returns the file name to record in the checkpoint."""
+    name = best_file_name(epoch)
+    atomic_save({k: v.detach().cpu() for k, v in model_state.items()}, Path(directory) / name)
+    return name
+
+
+def load_best(directory: Path, name: str) -> dict[str, torch.Tensor]:
+    """Weights written by :func:`save_best` (on CPU)."""
+    path = Path(directory) / name
+    if not path.exists():
+        raise FileNotFoundError(f"best weights {path} named by the checkpoint are missing")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def save_checkpoint(directory: Path, payload: dict[str, Any]) -> Path:
+    """Write ``checkpoint.pt`` atomically, then delete best-weights files it no longer names."""
+    directory = Path(directory)
+    path = directory / CHECKPOINT_FILE
+    atomic_save({"format": FORMAT_VERSION, **payload}, path)
+    keep = payload.get("best_file")
+    for stale in directory.glob(f"{_BEST_PREFIX}*.pt"):
+        if stale.name != keep:
+            stale.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(directory: Path) -> dict[str, Any] | None:
+    """The checkpoint in ``directory`` (tensors on CPU), or ``None`` if there is none."""
+    path = Path(directory) / CHECKPOINT_FILE
+    if not path.exists():
+        return None
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("format") != FORMAT_VERSION:
+        raise ValueError(f"{path}: checkpoint format {payload.get('format')!r}, this code reads "
+                         f"{FORMAT_VERSION}; start the trial afresh in an empty directory")
+    return payload

@@ -1,0 +1,330 @@
+"""The trainable: one trial of the paper's protocol in plain PyTorch, resumable and seeded.
+
+:func:`run_trial` trains a backbone + head (built by :mod:`trainables.regimes`) on a split's
+inner-train part, validates on its inner-validation part every epoch, reports the epoch to a
+caller-supplied ``reporter`` (the study layer wires it to Ray Tune; nothing here imports Ray or
+MLflow) and writes a checkpoint every epoch. In the ``"evaluate"`` phase it then restores the best
+weights and reads the test part exactly once; the ``"search"`` phase never loads the test part.
+
+Data never leaves the device: each partition's raw ROIs sit there as one uint8 (or int32) tensor,
+and each batch is gathered, normalised and augmented there (see :mod:`trainables.augment`).
+
+Reproducibility: the seed fixes model initialisation (torch's global generator, also used by
+dropout), the shuffling order (a CPU generator) and the augmentation draws (a generator on the
+device); all are saved in every checkpoint, so on CPU a trial stopped after any epoch and resumed
+finishes with bit-identical metrics. Note that :func:`run_trial` seeds torch's global generator
+and sets the process' torch thread count (``config.threads``): run one trial per process.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from trainables import checkpoint as ckpt
+from trainables._early_stopping import EarlyStopping
+from trainables._epoch import StepSettings, backbone_frozen, cache_features, predict, train_epoch
+from trainables._partition import Partition
+from trainables._roiset import RoiSet
+from trainables.config import TrainConfig
+from trainables.metrics import RocCurve, accuracy, roc_auc, roc_curve, youden_point
+from trainables.regimes import build_model, lr_table, make_optimizer, make_plateau_scheduler
+from trainables.splits import Split
+
+logger = logging.getLogger(__name__)
+
+Phase = Literal["search", "evaluate"]
+StopReason = Literal["budget", "early_stop", "told_to_stop"]
+Reporter = Callable[[dict[str, float]], "str | None"]
+
+#: Config fields that change speed but not results; they may differ when a trial resumes.
+SPEED_ONLY_FIELDS = frozenset({"device", "threads", "bf16", "channels_last", "cudnn_benchmark",
+                               "eval_batch_size"})
+#: Per-epoch metric keys that measure time, not the model (they differ between runs).
+TIMING_KEYS = frozenset({"images_per_s", "epoch_time_s", "checkpoint_time_s"})
+
+
+@dataclass(frozen=True, eq=False)
+class TrialResult:
+    """What a trial produces, once, at its end.
+
+    Attributes:
+        phase: ``"search"`` or ``"evaluate"``.
+        stop_reason: ``"budget"`` (ran ``max_epochs``), ``"early_stop"`` (validation loss did not
+            improve for ``early_stopping_patience`` epochs) or ``"told_to_stop"`` (the reporter
+            returned ``"stop"``).
+        epochs_run: completed epochs (across resumes).
+        best_epoch: 1-based epoch with the lowest validation loss (0 if none was finite).
+        best_val_loss / best_val_acc / best_val_auc: validation metrics of that epoch.
+        wall_time_s: seconds spent in this trial, summed over resumed sessions.
+        history: the per-epoch metric dicts the reporter received (without ``checkpoint_time_s``).
+        lr_table: per-block parameters, trainable parameters and learning-rate range at the start.
+        partition_passes: complete passes over each partition during this call (training epochs
+            and evaluations); ``"test"`` is 1 in the evaluate phase and absent in the search phase.
+        test_*: only for a finished evaluate-phase trial, else ``None``. ``test_probs`` and
+            ``test_labels`` are keyed by the ROI set's anonymised ``sample_id``; sensitivity and
+            specificity are at the Youden point, ``test_youden_threshold`` its p(malignant).
+    """
+
+    phase: Phase
+    stop_reason: StopReason
+    epochs_run: int
+    best_epoch: int
+    best_val_loss: float
+    best_val_acc: float
+    best_val_auc: float
+    wall_time_s: float
+    history: list[dict[str, float]]
+    lr_table: list[dict[str, Any]]
+    partition_passes: dict[str, int]
+    test_loss: float | None = None
+    test_acc: float | None = None
+    test_auc: float | None = None
+    test_sensitivity: float | None = None
+    test_specificity: float | None = None
+    test_youden_threshold: float | None = None
+    test_roc: RocCurve | None = None
+    test_probs: dict[str, float] | None = None
+    test_labels: dict[str, int] | None = None
+    checkpoint_dir: Path | None = field(default=None)
+
+    def final_metrics(self) -> dict[str, float]:
+        """The scalar end-of-trial metrics (test ones only when present), for logging."""
+        out: dict[str, float] = {
+            "epochs_run": self.epochs_run, "best_epoch": self.best_epoch,
+            "best_val_loss": self.best_val_loss, "best_val_acc": self.best_val_acc,
+            "best_val_auc": self.best_val_auc, "wall_time_s": self.wall_time_s,
+        }
+        for name in ("test_loss", "test_acc", "test_auc", "test_sensitivity",
+                     "test_specificity", "test_youden_threshold"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; anything else as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def derive_seeds(seed: int) -> dict[str, int]:
+    """Independent seeds for model init/dropout, shuffling and augmentation from one seed."""
+    init, shuffle, augment = np.random.SeedSequence(seed).generate_state(3, dtype=np.uint64)
+    return {"init": int(init), "shuffle": int(shuffle), "augment": int(augment)}
+
+
+def check_split(rois: RoiSet, split: Split, phase: Phase) -> None:
+    """Fail before training on empty, out-of-range or overlapping partitions.
+
+    The search phase does not look at ``split.test`` at all.
+    """
+    parts = {"train": split.train, "val": split.val}
+    if phase == "evaluate":
+        parts["test"] = split.test
+    n = len(rois)
+    for name, idx in parts.items():
+        idx = np.asarray(idx)
+        if idx.size == 0:
+            raise ValueError(f"split {split.index}: the {name} partition is empty")
+        if idx.min() < 0 or idx.max() >= n:
+            raise ValueError(f"split {split.index}: {name} positions outside the ROI set "
+                             f"(0..{n - 1}); split and ROI set do not belong together")
+    names = list(parts)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if np.intersect1d(parts[a], parts[b]).size:
+                raise ValueError(f"split {split.index}: {a} and {b} share ROIs")
+
+
+def lr_by_block(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """``{"lr/<block>": largest current LR of that block's parameter groups}``."""
+    out: dict[str, float] = {}
+    for group in optimizer.param_groups:
+        key = f"lr/{group.get('block', 'all')}"
+        out[key] = max(out.get(key, 0.0), float(group["lr"]))
+    return out
+
+
+def _check_resumable(saved: dict[str, Any], config: TrainConfig, identity: dict[str, Any],
+                     directory: Path) -> None:
+    now = config.to_dict()
+    diff = sorted(k for k in set(now) | set(saved["config"])
+                  if k not in SPEED_ONLY_FIELDS and now.get(k) != saved["config"].get(k))
+    if diff:
+        raise ValueError(f"{directory}: the checkpoint is of a different trial (config fields "
+                         f"{diff} differ); use an empty checkpoint directory for a new trial")
+    for key, value in identity.items():
+        if saved["identity"].get(key) != value:
+            raise ValueError(f"{directory}: the checkpoint was written with another {key} "
+                             f"({saved['identity'].get(key)!r}, now {value!r})")
+
+
+def run_trial(config: TrainConfig, rois: RoiSet, split: Split, *,
+              reporter: Reporter | None = None, checkpoint_dir: Path | str,
+              phase: Phase = "search") -> TrialResult:
+    """Train one configuration on one split; see the module docstring.
+
+    Args:
+        config: the trial's configuration.
+        rois: the whole ROI set; only ``split``'s positions are read.
+        split: ``train`` trains, ``val`` validates (LR plateau, early stopping, best weights),
+            ``test`` is read once at the end of the ``"evaluate"`` phase and never in ``"search"``.
+        reporter: called after every epoch (after its checkpoint is written) with the epoch's
+            metrics: ``epoch``, ``train_loss``, ``val_loss``, ``val_acc``, ``val_auc``,
+            ``lr/<block>`` for every block, ``images_per_s`` (training pass), ``epoch_time_s``
+            (training + validation), ``checkpoint_time_s``, ``best_val_loss``, ``best_epoch``.
+            Returning ``"stop"`` ends the trial (``stop_reason="told_to_stop"``, no test pass).
+        checkpoint_dir: where the checkpoint goes; if it already holds one of this trial, the
+            trial resumes from it (a finished trial goes straight to its final evaluation).
+        phase: ``"search"`` or ``"evaluate"``.
+    """
+    if phase not in ("search", "evaluate"):
+        raise ValueError(f"phase must be 'search' or 'evaluate', got {phase!r}")
+    check_split(rois, split, phase)
+    t0 = time.perf_counter()
+    directory = Path(checkpoint_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = config.cudnn_benchmark
+
+    identity = {"rois": rois.fingerprint, "split": split.fingerprint,
+                "split_index": split.index, "phase": phase}
+    saved = ckpt.load_checkpoint(directory)
+    if saved is not None:
+        _check_resumable(saved, config, identity, directory)
+
+    seeds = derive_seeds(config.seed)
+    torch.manual_seed(seeds["init"])
+    model = build_model(config.backbone, config.regime,
+                        input_size=config.input_size or rois.size,
+                        pretrained=config.pretrained, weights=config.weights)
+    model.to(device)
+    if config.channels_last and device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, config.regime)
+    scheduler = make_plateau_scheduler(optimizer, factor=config.plateau_factor,
+                                       patience=config.plateau_patience)
+    stopper = EarlyStopping(config.early_stopping_patience)
+    generators = {"shuffle": torch.Generator().manual_seed(seeds["shuffle"]),
+                  "augment": torch.Generator(device=device).manual_seed(seeds["augment"])}
+    table = lr_table(model, optimizer)
+
+    epoch, history, prior_s, best_file, finished = 0, [], 0.0, None, None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        stopper.load_state_dict(saved["early_stopping"])
+        ckpt.set_rng_state(saved["rng"], generators)
+        epoch, history = int(saved["epoch"]), list(saved["history"])
+        prior_s, best_file, finished = float(saved["elapsed_s"]), saved["best_file"], \
+            saved["finished"]
+        logger.info("resuming from %s after epoch %d", directory, epoch)
+    else:
+        logger.info("trial start: %s %s, %d train / %d val ROIs, lr table %s", config.backbone,
+                    config.regime.variant, len(split.train), len(split.val), table)
+
+    settings = StepSettings(input_size=model.input_size, device=device, bf16=config.bf16,
+                            channels_last=config.channels_last)
+    train = Partition.from_rois("train", rois, split.train, device)
+    val = Partition.from_rois("val", rois, split.val, device)
+    frozen = backbone_frozen(model)
+    if frozen and finished is None:
+        cache_features(model, val, batch_size=config.eval_batch, settings=settings)
+        if not config.augment:
+            cache_features(model, train, batch_size=config.eval_batch, settings=settings)
+    augment = config.augment_params if config.augment else None
+
+    told_to_stop = False
+    while finished is None and not told_to_stop:
+        epoch += 1
+        lrs = lr_by_block(optimizer)
+        t_epoch = time.perf_counter()
+        train_loss = train_epoch(model, optimizer, train, batch_size=config.batch_size,
+                                 settings=settings, augment=augment,
+                                 aug_generator=generators["augment"],
+                                 shuffle_generator=generators["shuffle"])
+        t_train = time.perf_counter() - t_epoch
+        val_loss, val_probs = predict(model, val, batch_size=config.eval_batch, settings=settings)
+        labels = val.labels_np
+        scheduler.step(val_loss)
+        if stopper.update(epoch, val_loss) and config.restore_best:
+            best_file = ckpt.save_best(directory, epoch, model.state_dict())
+        metrics: dict[str, float] = {
+            "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+            "val_acc": accuracy(labels, val_probs), "val_auc": roc_auc(labels, val_probs), **lrs,
+            "images_per_s": len(train) / t_train, "epoch_time_s": time.perf_counter() - t_epoch,
+            "best_val_loss": stopper.best_loss, "best_epoch": stopper.best_epoch,
+        }
+        history.append(metrics)
+        if stopper.should_stop:
+            finished = "early_stop"
+        elif epoch >= config.max_epochs:
+            finished = "budget"
+        t_ckpt = time.perf_counter()
+        ckpt.save_checkpoint(directory, {
+            "config": config.to_dict(), "identity": identity, "epoch": epoch,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "early_stopping": stopper.state_dict(),
+            "rng": ckpt.rng_state(generators), "history": history,
+            "elapsed_s": prior_s + time.perf_counter() - t0, "best_file": best_file,
+            "finished": finished,
+        })
+        logger.info("epoch %d: train_loss %.4f val_loss %.4f val_acc %.3f val_auc %.3f "
+                    "%.1f img/s", epoch, train_loss, val_loss, metrics["val_acc"],
+                    metrics["val_auc"], metrics["images_per_s"])
+        if reporter is not None:
+            answer = reporter({**metrics, "checkpoint_time_s": time.perf_counter() - t_ckpt})
+            told_to_stop = answer == "stop" and finished is None
+
+    stop_reason: StopReason = finished if finished is not None else "told_to_stop"
+    best = next((h for h in history if h["epoch"] == stopper.best_epoch), None)
+    test: dict[str, Any] = {}
+    if stop_reason != "told_to_stop":
+        if config.restore_best and best_file is not None:
+            model.load_state_dict(ckpt.load_best(directory, best_file))
+        elif config.restore_best:
+            logger.warning("no finite validation loss in %d epochs: testing the last weights",
+                           epoch)
+        if phase == "evaluate":
+            test = _evaluate_test(model, rois, split, config, settings, device)
+    passes = {"train": train.passes, "val": val.passes, **test.pop("passes", {})}
+    return TrialResult(
+        phase=phase, stop_reason=stop_reason, epochs_run=epoch, best_epoch=stopper.best_epoch,
+        best_val_loss=stopper.best_loss if best else math.nan,
+        best_val_acc=best["val_acc"] if best else math.nan,
+        best_val_auc=best["val_auc"] if best else math.nan,
+        wall_time_s=prior_s + time.perf_counter() - t0, history=history, lr_table=table,
+        partition_passes=passes, checkpoint_dir=directory, **test)
+
+
+def _evaluate_test(model: torch.nn.Module, rois: RoiSet, split: Split, config: TrainConfig,
+                   settings: StepSettings, device: torch.device) -> dict[str, Any]:
+    """The one pass over the test partition and its metrics (as ``TrialResult`` fields)."""
+    test = Partition.from_rois("test", rois, split.test, device)
+    loss, probs = predict(model, test, batch_size=config.eval_batch, settings=settings)
+    labels = test.labels_np
+    youden = youden_point(labels, probs)
+    logger.info("test: %d ROIs, loss %.4f", len(test), loss)
+    return {
+        "test_loss": loss, "test_acc": accuracy(labels, probs), "test_auc": roc_auc(labels, probs),
+        "test_sensitivity": youden.sensitivity, "test_specificity": youden.specificity,
+        "test_youden_threshold": youden.threshold, "test_roc": roc_curve(labels, probs),
+        "test_probs": dict(zip(test.sample_ids.tolist(), probs.tolist(), strict=True)),
+        "test_labels": dict(zip(test.sample_ids.tolist(), labels.tolist(), strict=True)),
+        "passes": {"test": test.passes},
+    }
