@@ -1,0 +1,208 @@
+"""One Tune run over many (variant, split) groups: an Optuna study and an ASHA per group.
+
+Each group (a variant on an outer split) has its own Optuna study in the RDB storage
+(``<study>/<variant>/split<k>``), TPE-seeded per group, and its own ASHA brackets — trials
+only compete with trials of the same variant on the same split. Running every group in one
+Tune run keeps all cores busy (instead of one small Tuner per group, each paying Tune's
+start-up).
+
+Trials that ASHA stops before the epoch budget reach Optuna as **PRUNED** (Ray's stock
+``OptunaSearch`` tells them COMPLETE with their partial metric, which biases TPE toward fast
+starters); trials that ran to the budget or stopped early on their own patience are COMPLETE
+with their best validation loss; crashed trials are FAIL.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+
+log = logging.getLogger(__name__)
+
+METRIC = "best_val_loss"
+MODE = "min"
+
+
+@dataclass(frozen=True)
+class Group:
+    """One variant on one outer split, with its trial budget and its search space.
+
+    ``suggest(trial) -> dict`` draws the searched values from an Optuna trial; ``fixed`` are
+    constants merged into every config of the group.
+    """
+
+    variant: str
+    split: int
+    budget: int
+    suggest: Callable[[optuna.Trial], dict[str, Any]]
+    fixed: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.variant}/split{self.split}"
+
+
+def group_key(config: dict[str, Any]) -> str:
+    return f"{config['variant']}/split{config['split']}"
+
+
+class GroupedOptunaSearcher(Searcher):
+    """Optuna TPE per group, state in an RDB storage (resumable, extendable)."""
+
+    def __init__(self, groups: Sequence[Group], *, storage_url: str, study_prefix: str,
+                 seed: int, max_epochs: int) -> None:
+        super().__init__(metric=METRIC, mode=MODE)
+        self._groups = {g.key: g for g in groups}
+        self._storage_url = storage_url
+        self._prefix = study_prefix
+        self._seed = seed
+        self._max_epochs = max_epochs
+        self._live: dict[str, tuple[str, int]] = {}  # tune trial id -> (group, optuna number)
+        self._studies: dict[str, optuna.Study] = {}
+        self._trials: dict[str, optuna.Trial] = {}
+        self._reported: dict[str, set[int]] = {}
+
+    # ----------------------------------------------------------------------------- studies
+    def study_name(self, key: str) -> str:
+        return f"{self._prefix}/{key}"
+
+    def study(self, key: str) -> optuna.Study:
+        if key not in self._studies:
+            sampler = optuna.samplers.TPESampler(
+                seed=(self._seed * 1_000_003 + zlib.crc32(key.encode())) % 2**31)
+            self._studies[key] = optuna.create_study(
+                study_name=self.study_name(key), storage=self._storage_url, sampler=sampler,
+                direction="minimize", load_if_exists=True)
+        return self._studies[key]
+
+    def started(self, key: str) -> int:
+        """Trials of a group already asked for (finished or running), from the storage."""
+        return len(self.study(key).get_trials(deepcopy=False))
+
+    # ----------------------------------------------------------------------------- Searcher
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        open_groups = [(self.started(k), k) for k, g in self._groups.items()
+                       if self.started(k) < g.budget]
+        if not open_groups:
+            return Searcher.FINISHED
+        _, key = min(open_groups)  # the least explored group first: groups advance together
+        group = self._groups[key]
+        ot = self.study(key).ask()
+        values = group.suggest(ot)
+        self._live[trial_id] = (key, ot.number)
+        self._trials[trial_id] = ot
+        return {"variant": group.variant, "split": group.split, "optuna_trial": ot.number,
+                **group.fixed, **values}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        ot = self._trial(trial_id)
+        if ot is not None and METRIC in result and "epoch" in result:
+            step = int(result["epoch"])
+            if step not in self._reported.setdefault(trial_id, set()):
+                self._reported[trial_id].add(step)
+                ot.report(float(result[METRIC]), step)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        ot = self._trial(trial_id)
+        if ot is None:
+            return
+        if result and METRIC in result and "epoch" in result:
+            # a trial stopped at this result is told here, not in on_trial_result
+            self.on_trial_result(trial_id, result)
+        key, _ = self._live.pop(trial_id)
+        study = self.study(key)
+        self._trials.pop(trial_id, None)
+        self._reported.pop(trial_id, None)
+        if error or not result or METRIC not in result:
+            study.tell(ot, state=optuna.trial.TrialState.FAIL)
+        elif int(result.get("epoch", 0)) < self._max_epochs and not result.get("trial_done"):
+            study.tell(ot, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(ot, float(result[METRIC]))
+
+    def _trial(self, trial_id: str) -> optuna.Trial | None:
+        if trial_id in self._trials:
+            return self._trials[trial_id]
+        if trial_id not in self._live:
+            return None
+        key, number = self._live[trial_id]  # after a restore: rebuild from the storage
+        study = self.study(key)
+        frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+        self._trials[trial_id] = optuna.Trial(study, frozen._trial_id)
+        return self._trials[trial_id]
+
+    def best_params(self, key: str) -> dict[str, Any] | None:
+        """The best COMPLETE trial's values of a group, or None if none completed."""
+        done = [t for t in self.study(key).get_trials(deepcopy=False)
+                if t.state == optuna.trial.TrialState.COMPLETE]
+        return min(done, key=lambda t: t.value).params if done else None
+
+    # ----------------------------------------------------------------------------- persistence
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as fh:
+            pickle.dump({"live": self._live}, fh)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as fh:
+            self._live = pickle.load(fh)["live"]
+        self._trials = {}
+
+    def __getstate__(self) -> dict[str, Any]:  # studies hold DB engines: rebuild lazily
+        state = dict(self.__dict__)
+        state["_studies"], state["_trials"] = {}, {}
+        return state
+
+
+class GroupedASHA(FIFOScheduler):
+    """An ``AsyncHyperBandScheduler`` per group: trials compete within their group only."""
+
+    def __init__(self, *, max_t: int, grace_period: int, reduction_factor: float) -> None:
+        super().__init__()
+        self._kwargs = {"time_attr": "training_iteration", "metric": METRIC, "mode": MODE,
+                        "max_t": max_t, "grace_period": grace_period,
+                        "reduction_factor": reduction_factor}
+        self._per_group: dict[str, AsyncHyperBandScheduler] = {}
+        self.stopped: dict[str, int] = {}
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        return True
+
+    def _sched(self, trial: Any) -> AsyncHyperBandScheduler:
+        key = group_key(trial.config)
+        if key not in self._per_group:
+            self._per_group[key] = AsyncHyperBandScheduler(**self._kwargs)
+        return self._per_group[key]
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        self._sched(trial).on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        action = self._sched(trial).on_trial_result(tune_controller, trial, result)
+        if action == TrialScheduler.STOP and not result.get("trial_done"):
+            key = group_key(trial.config)
+            if int(result.get("training_iteration", 0)) < self._kwargs["max_t"]:
+                self.stopped[key] = self.stopped.get(key, 0) + 1
+        return action
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        self._sched(trial).on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        sched = self._sched(trial)
+        if trial.trial_id in sched._trial_info:
+            sched.on_trial_remove(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        self.on_trial_remove(tune_controller, trial)
+
+    def debug_string(self) -> str:
+        return "Grouped ASHA: " + ", ".join(f"{k}: {v} stopped" for k, v in self.stopped.items())
