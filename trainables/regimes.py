@@ -279,7 +279,7 @@ def build_model(
             logger.info("%s trains from random init; ignoring weights=%s", variant, weights)
         pretrained, weights = False, None
     elif not pretrained and weights is None:
-        logger.warning("%s without pretrained weights: the backbone starts random", variant)
+        logger.info("%s without pretrained weights: the backbone starts random", variant)
     body = create_backbone(backbone, pretrained=pretrained, weights=weights)
     head = Head(
         body.feature_shape(input_size),
@@ -480,7 +480,7 @@ class PlateauScheduler:
             return False
         self.num_bad_epochs, self.cooldown_counter = 0, self.cooldown
         new_scale = max(self.scale * self.factor, self.min_scale)
-        if new_scale >= self.scale:
+        if new_scale >= self.scale * (1 - 1e-9):  # already at min_scale (up to rounding)
             return False
         self.scale = new_scale
         self.num_reductions += 1

@@ -1,13 +1,13 @@
 """Backbone registry: ``create_backbone(name)`` and the block maps of every backbone.
 
-Adding a backbone (e.g. a ResNet) is one small file with a ``create(*, pretrained, weights)``
-function returning a :class:`Backbone`, plus one line in :data:`_FACTORIES`.
+Adding a backbone (e.g. a ResNet) is one small file defining ``NAME``, ``INPUT_SIZE`` and
+``create(*, pretrained, weights) -> Backbone``, plus one line in :data:`_MODULES`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 from . import efficientnet_lite0, inception_v3
 from ._base import (
@@ -26,21 +26,33 @@ __all__ = [
     "WeightsNotFoundError",
     "available_backbones",
     "create_backbone",
+    "default_input_size",
     "is_norm",
     "keep_frozen_norms_in_eval",
     "mark_frozen_norm",
     "to_rgb",
 ]
 
-_FACTORIES: dict[str, Callable[..., Backbone]] = {
-    efficientnet_lite0.NAME: efficientnet_lite0.create,
-    inception_v3.NAME: inception_v3.create,
-}
+_MODULES: dict[str, ModuleType] = {m.NAME: m for m in (efficientnet_lite0, inception_v3)}
 
 
 def available_backbones() -> list[str]:
     """Registered backbone names, sorted."""
-    return sorted(_FACTORIES)
+    return sorted(_MODULES)
+
+
+def _module(name: str) -> ModuleType:
+    try:
+        return _MODULES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown backbone {name!r}; available: {', '.join(available_backbones())}"
+        ) from None
+
+
+def default_input_size(name: str) -> int:
+    """The backbone's native input side in px (299 Inception-v3, 224 EfficientNet-Lite0)."""
+    return int(_module(name).INPUT_SIZE)
 
 
 def create_backbone(
@@ -52,10 +64,4 @@ def create_backbone(
         ValueError: unknown name.
         WeightsNotFoundError: weights requested but absent (the message says how to stage them).
     """
-    try:
-        factory = _FACTORIES[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown backbone {name!r}; available: {', '.join(available_backbones())}"
-        ) from None
-    return factory(pretrained=pretrained, weights=weights)
+    return _module(name).create(pretrained=pretrained, weights=weights)

@@ -81,8 +81,14 @@ def to_timm_keys(
     return mapped
 
 
-def load_timm_state_dict(weights: str | Path | None = None) -> OrderedDict[str, torch.Tensor]:
-    """ImageNet weights in timm naming, classifier included (from the package by default)."""
+def load_timm_state_dict(
+    weights: str | Path | None = None, reference: dict[str, torch.Tensor] | None = None
+) -> OrderedDict[str, torch.Tensor]:
+    """ImageNet weights in timm naming, classifier included (from the package by default).
+
+    ``reference``: a timm ``efficientnet_lite0`` state dict giving target names and shapes
+    (built if not given).
+    """
     path = Path(weights).expanduser() if weights is not None else package_weights_path()
     if not path.is_file():
         raise WeightsNotFoundError(
@@ -90,8 +96,10 @@ def load_timm_state_dict(weights: str | Path | None = None) -> OrderedDict[str, 
             f"the path of its file efficientnet-lite0-57934424.pth"
         )
     state = torch.load(path, map_location="cpu", weights_only=True)
+    if reference is None:
+        reference = _timm_model().state_dict()
     try:
-        return to_timm_keys(state, _timm_model().state_dict())
+        return to_timm_keys(state, reference)
     except ValueError as err:
         raise ValueError(f"{path}: not EfficientNet-Lite0 weights: {err}") from err
 
@@ -100,7 +108,7 @@ def create_timm_model(*, pretrained: bool = True, weights: str | Path | None = N
     """The whole timm ``efficientnet_lite0`` (1000-way classifier included)."""
     model = _timm_model()
     if pretrained or weights is not None:
-        model.load_state_dict(load_timm_state_dict(weights), strict=True)
+        model.load_state_dict(load_timm_state_dict(weights, model.state_dict()), strict=True)
     return model
 
 
