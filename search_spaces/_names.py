@@ -79,8 +79,8 @@ class Domain:
     def check(self, value: Any) -> str | None:
         """``None`` if ``value`` is valid, else the reason."""
         if self.type == "bool":
-            return None if isinstance(value, bool) else f"expected true or false, got " \
-                                                        f"{describe(value)}"
+            ok = isinstance(value, bool)
+            return None if ok else f"expected true or false, got {describe(value)}"
         if self.type == "str":
             if value in self.choices:
                 return None

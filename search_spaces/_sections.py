@@ -23,7 +23,7 @@ from ._names import (
     SYNTH_FIELDS,
 )
 from ._params import ParamSpec, parse_params
-from ._reader import Section, check_number, describe, join
+from ._reader import Section, check_number, describe
 
 
 def names(cls: type) -> tuple[str, ...]:
@@ -345,6 +345,6 @@ def parse_resources(top: Section) -> ResourceSpec:
 
 __all__ = [
     "AshaSpec", "DatasetSpec", "EvaluationSpec", "ResourceSpec", "RoiSpec", "SearchSpec",
-    "SplitSpec", "TrainSpec", "join", "parse_dataset", "parse_evaluation", "parse_resources",
-    "parse_roi", "parse_search", "parse_splits", "parse_train",
+    "SplitSpec", "TrainSpec", "parse_dataset", "parse_evaluation", "parse_resources",
+    "parse_roi", "parse_search", "parse_splits", "parse_train", "resolve_path",
 ]

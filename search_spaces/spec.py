@@ -67,8 +67,8 @@ _HERE = Path(__file__).resolve().parent
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TOP = ("name", "description", "dataset", "roi", "splits", "backbone", "input_size",
         "pretrained", "weights", "variants", "search", "evaluation", "train", "resources")
-#: Keys left out of the fingerprint: they decide where and how fast trials run, not results.
-_NOT_FINGERPRINTED = ("resources",)
+#: Keys left out of the fingerprint: labels, and where and how fast trials run; not results.
+_NOT_FINGERPRINTED = ("name", "description", "resources")
 
 
 @dataclass(frozen=True)
@@ -175,6 +175,13 @@ class StudySpec:
         data["dataset"] = {"path": str(Path(path).expanduser().resolve()), "format": format}
         return spec_from_dict(data, source=f"{self.source} with --data")
 
+    def with_name(self, name: str) -> StudySpec:
+        """The same study under another name (the launcher's ``--study NAME``)."""
+        if not _NAME.match(name):
+            raise SpecError(self.source, "name", f"{name!r}: use letters, digits, '_', '.', '-' "
+                            "(it names a folder and an MLflow experiment)")
+        return dataclasses.replace(self, name=name)
+
     # ------------------------------------------------------------------ serialisation
 
     def to_dict(self) -> dict[str, Any]:
@@ -212,8 +219,9 @@ class StudySpec:
         return out
 
     def fingerprint(self) -> str:
-        """16 hex digits over everything that decides the results (not ``resources``, not
-        comments, key order or formatting): equal fingerprints mean the same study."""
+        """16 hex digits over everything that decides the results: not the name,
+        description or resources, nor comments, key order or formatting of the file. Equal
+        fingerprints mean the same study (same data settings, grid, spaces and budgets)."""
         data = {k: v for k, v in self.to_dict().items() if k not in _NOT_FINGERPRINTED}
         text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -237,13 +245,21 @@ def load_spec(path: str | Path, *, known_backbones: Collection[str] | None = Non
     Raises:
         SpecError: anything wrong, naming the file, key path and reason.
     """
-    p = Path(path)
-    if not p.exists() and str(path) in SHIPPED:
-        p = shipped_path(str(path))
-    source = str(path)
+    p, source = Path(path), str(path)
+    if not p.exists() and source in SHIPPED:
+        p = shipped_path(source)
+        source = _shown(p)
     data = read_yaml(p, source)
     return spec_from_dict(data, source=source, base_dir=p.resolve().parent,
                           known_backbones=known_backbones, default_name=p.stem)
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it (shorter messages)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def spec_from_dict(data: Any, *, source: str = "<dict>", base_dir: Path | None = None,
@@ -263,6 +279,7 @@ def spec_from_dict(data: Any, *, source: str = "<dict>", base_dir: Path | None =
         raise top.error("name", f"{name!r}: use letters, digits, '_', '.', '-' (it names a "
                                 "folder and an MLflow experiment)")
     description = top.raw("description", "")
+    description = "" if description is None else description
     if not isinstance(description, str):
         raise top.error("description", f"expected text, got {describe(description)}")
     variants = _parse_variants(top)

@@ -7,6 +7,8 @@ import copy
 import dataclasses
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -379,7 +381,7 @@ def test_exponent_without_dot_is_a_number(tmp_path):
 
 def test_gpu_request_on_a_cluster_without_gpus_fails():
     paper = load_spec("paper")
-    with pytest.raises(SpecError, match=r"^paper: resources.gpus: .*the cluster has none"):
+    with pytest.raises(SpecError, match=r"paper.yaml: resources.gpus: .*the cluster has none"):
         check_resources(paper, {"CPU": 16.0, "memory": 1e10})
     check_resources(paper, {"CPU": 16.0, "GPU": 1.0})
     check_resources(load_spec("quick"), {"CPU": 2.0})
@@ -412,6 +414,14 @@ def test_relative_paths_resolve_against_the_files_folder(tmp_path, monkeypatch):
     absolute = load_spec(write(folder, {**data, "dataset": {"path": "/srv/bcdr",
                                                             "format": "bcdr"}}, "abs.yaml"))
     assert absolute.dataset.path == Path("/srv/bcdr")
+
+
+def test_with_name_checks_the_name():
+    spec = load_spec("smoke")
+    assert spec.with_name("smoke-2").name == "smoke-2"
+    assert spec.with_name("smoke-2").fingerprint() == spec.fingerprint()  # a label only
+    with pytest.raises(SpecError, match="name: 'a b'"):
+        spec.with_name("a b")
 
 
 def test_name_defaults_to_the_file_stem(tmp_path):
@@ -461,6 +471,7 @@ def test_fingerprint_ignores_where_trials_run():
     data = quick_dict()
     before = spec_from_dict(copy.deepcopy(data)).fingerprint()
     data["resources"] = {"cpus": 2, "gpus": 0.5}
+    data["description"] = "another label"
     assert spec_from_dict(data).fingerprint() == before
 
 
@@ -536,3 +547,12 @@ def test_any_text_loads_or_raises_spec_error(tmp_path_factory, text):
         load_spec(path)
     except SpecError as e:
         assert str(e).startswith(str(path))
+
+
+def test_importing_search_spaces_pulls_in_nothing_heavy():
+    code = ("import sys, search_spaces; search_spaces.load_spec('paper'); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'torch', 'ray', 'optuna', 'mlflow', 'trainables', 'numpy'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "[]"
