@@ -46,7 +46,6 @@ import enum
 import logging
 import math
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -556,8 +555,3 @@ def lr_table(model: Classifier, optimizer: torch.optim.Optimizer | None = None) 
             "lr_max": max(rates) if rates else None,
         })
     return rows
-
-
-def trainable_parameters(model: nn.Module) -> Iterable[tuple[str, nn.Parameter]]:
-    """``(name, param)`` of every parameter that trains."""
-    return ((n, p) for n, p in model.named_parameters() if p.requires_grad)

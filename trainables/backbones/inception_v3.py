@@ -46,6 +46,9 @@ class InceptionInputTransform(nn.Module):
     (N, 3, H, W) -> (N, 3, H, W); per channel ``x * std / 0.5 + (mean - 0.5) / 0.5``.
     """
 
+    scale: torch.Tensor
+    shift: torch.Tensor
+
     def __init__(self) -> None:
         super().__init__()
         mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
