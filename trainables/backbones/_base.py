@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -167,8 +167,3 @@ class Backbone(nn.Module):
         """As ``nn.Module.train``, but frozen normalisation layers stay in eval mode."""
         frozen_norm_aware_train(self, mode)
         return self
-
-
-def count_params(params: Iterable[nn.Parameter]) -> int:
-    """Total number of scalars in ``params``."""
-    return sum(p.numel() for p in params)
