@@ -169,7 +169,9 @@ class GroupedASHA(FIFOScheduler):
         super().__init__()
         self._kwargs = {"time_attr": "training_iteration", "metric": METRIC, "mode": MODE,
                         "max_t": max_t, "grace_period": grace_period,
-                        "reduction_factor": reduction_factor}
+                        "reduction_factor": reduction_factor,
+                        # a trial at the budget ends by itself, with its final report
+                        "stop_last_trials": False}
         self._per_group: dict[str, AsyncHyperBandScheduler] = {}
         self.stopped: dict[str, int] = {}
 

@@ -1,0 +1,126 @@
+"""The two Tune phases of a study: nested search, then evaluation of each split's best."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+from ray import tune
+
+from search_spaces import ParamSpec, StudySpec
+from study import _trial
+from study._grouped import METRIC, MODE, Group, GroupedASHA, GroupedOptunaSearcher
+from study._progress import Progress
+
+log = logging.getLogger(__name__)
+
+
+def suggest_fn(params: list[ParamSpec]) -> Callable[[optuna.Trial], dict[str, Any]]:
+    """Optuna suggestions for a variant's searched hyperparameters."""
+    def suggest(trial: optuna.Trial) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for p in params:
+            if p.kind == "float":
+                out[p.name] = trial.suggest_float(p.name, float(p.low), float(p.high), log=p.log)
+            elif p.kind == "int":
+                out[p.name] = trial.suggest_int(p.name, int(p.low), int(p.high), log=p.log)
+            else:
+                out[p.name] = trial.suggest_categorical(p.name, list(p.choices or ()))
+        return out
+    return suggest
+
+
+def _trainable(ctx: _trial.TrialContext) -> Any:
+    r = ctx.spec.resources
+    return tune.with_resources(tune.with_parameters(_trial.run, ctx=ctx),
+                               {"cpu": r.cpus, "gpu": r.gpus})
+
+
+def search_groups(spec: StudySpec) -> list[Group]:
+    """One group per searched (variant, split); variants with nothing to search get none."""
+    return [Group(v, k, spec.search.trials, suggest_fn(spec.params_for(v)))
+            for v, k in spec.searches() if spec.params_for(v)]
+
+
+def run_search(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path, *,
+               resume: bool) -> GroupedOptunaSearcher:
+    groups = search_groups(spec)
+    searcher = GroupedOptunaSearcher(
+        groups, storage_url=f"sqlite:///{(study_dir / 'optuna.db').resolve()}",
+        study_prefix=spec.name, seed=spec.search.seed, max_epochs=spec.search.asha.max_epochs)
+    if not groups:
+        return searcher
+    asha = spec.search.asha
+    scheduler = GroupedASHA(max_t=asha.max_epochs, grace_period=asha.grace_period,
+                            reduction_factor=asha.reduction_factor)
+    total = sum(max(0, g.budget - searcher.started(g.key)) for g in groups)
+    path = (study_dir / "ray").resolve()
+    name = "search"
+    progress = Progress("search", total)
+    if resume and tune.Tuner.can_restore(str(path / name)):
+        tuner = tune.Tuner.restore(str(path / name), trainable=_trainable(ctx),
+                                   resume_errored=True)
+    elif total == 0:
+        return searcher
+    else:
+        tuner = tune.Tuner(
+            _trainable(ctx),
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
+                                        num_samples=total, metric=METRIC, mode=MODE,
+                                        reuse_actors=True),
+            run_config=tune.RunConfig(name=name, storage_path=str(path), verbose=0,
+                                      callbacks=[progress],
+                                      failure_config=tune.FailureConfig(max_failures=2)))
+    tuner.fit()
+    progress.close()
+    return searcher
+
+
+def best_configs(spec: StudySpec, searcher: GroupedOptunaSearcher) -> dict[tuple[str, int], dict]:
+    """Each (variant, split)'s configuration to evaluate: its search's best (nested), the
+    shared split's best (shared), or the fixed values alone when nothing is searched."""
+    out: dict[tuple[str, int], dict] = {}
+    for v in spec.variants:
+        for k in range(spec.splits.n_splits):
+            if not spec.params_for(v):
+                out[(v, k)] = {}
+                continue
+            source = k if spec.search.mode == "nested" else spec.search.shared_split
+            best = searcher.best_params(f"{v}/split{source}")
+            if best is None:
+                log.warning("%s split %d: no search trial completed; not evaluated", v, k)
+                continue
+            out[(v, k)] = best
+    return out
+
+
+def run_evaluation(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path,
+                   configs: dict[tuple[str, int], dict], *, resume: bool) -> list[dict]:
+    """Train each split's best configuration on train+val and test it once."""
+    items = [{"variant": v, "split": k, **values} for (v, k), values in configs.items()]
+    path = (study_dir / "ray").resolve()
+    name = "evaluate"
+    progress = Progress("evaluate", len(items))
+    trainable = _trainable(ctx)
+    if resume and tune.Tuner.can_restore(str(path / name)):
+        tuner = tune.Tuner.restore(str(path / name), trainable=trainable, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable, param_space={"cfg": tune.grid_search(items)},
+            tune_config=tune.TuneConfig(reuse_actors=True),
+            run_config=tune.RunConfig(name=name, storage_path=str(path), verbose=0,
+                                      callbacks=[progress],
+                                      failure_config=tune.FailureConfig(max_failures=2)))
+    grid = tuner.fit()
+    progress.close()
+    rows = []
+    for result in grid:
+        if result.error is not None or not result.metrics.get("trial_done"):
+            log.warning("evaluation trial failed: %s", result.error)
+            continue
+        cfg = result.config["cfg"]
+        rows.append({"variant": cfg["variant"], "split": cfg["split"], **result.metrics})
+    return rows

@@ -1,0 +1,157 @@
+"""The Ray Tune trainable: one trial of ``trainables.run_trial``, logged to MLflow.
+
+This is the one place where a Tune config dict becomes a :class:`~trainables.config.TrainConfig`.
+Per epoch the trial reports its metrics (and its checkpoint) to Tune and sends them, batched,
+to its MLflow child run; at the end it logs the final metrics, the per-block learning-rate
+table and, in the evaluation phase, ROC points and per-sample test probabilities (keyed by
+anonymous sample ids). A trial restarted from its checkpoint (a crash, a resumed study) finds
+its MLflow run id in the checkpoint and keeps logging to the same run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from search_spaces import StudySpec
+from search_spaces.spec import Phase
+from trainables._roiset import RoiSet
+from trainables.config import TrainConfig
+from trainables.splits import Split
+from trainables.train import run_trial
+
+RUN_ID_FILE = "mlflow_run_id"
+RESERVED = ("variant", "split", "optuna_trial")
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of a phase shares (sent once through Ray's object store)."""
+
+    spec: StudySpec
+    phase: Phase
+    rois: RoiSet
+    splits: tuple[Split, ...]
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    tags: dict[str, str]            # data/split fingerprints, versions, ... for child runs
+
+
+def train_config(config: dict[str, Any], ctx: TrialContext) -> TrainConfig:
+    """The Tune config (variant, split, searched values) + the study's settings for the phase.
+
+    CPU threads default to the CPUs the trial was given."""
+    values = searched_values(config)
+    data = ctx.spec.trial_config(config["variant"], values, phase=ctx.phase)
+    if data.get("threads") is None:
+        data["threads"] = max(1, int(ctx.spec.resources.cpus))
+    return TrainConfig.from_dict(data)
+
+
+def searched_values(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in RESERVED}
+
+
+def run(config: dict[str, Any], ctx: TrialContext) -> None:
+    """Tune function trainable (bind ``ctx`` with ``tune.with_parameters``).
+
+    ``config`` is the searcher's dict, or ``{"cfg": dict}`` from the evaluation grid."""
+    from study import tracking
+
+    config = config.get("cfg", config)
+
+    cfg = train_config(config, ctx)
+    split = ctx.splits[int(config["split"])]
+    trial_id = tune.get_context().get_trial_id() or "local"
+    work = Path(tempfile.mkdtemp(prefix="tlstudy-trial-"))
+    try:
+        restored = tune.get_checkpoint()
+        if restored is not None:
+            restored.to_directory(str(work))
+        run_file = work / RUN_ID_FILE
+        if run_file.is_file():
+            run_id = run_file.read_text().strip()
+        else:
+            run_id = tracking.start_child_run(
+                tracking.client_for(ctx.tracking_uri), ctx.experiment_id, ctx.parent_run_id,
+                phase=ctx.phase, variant=cfg.regime.variant, split=split.index,
+                trial=trial_id, params=_flat_params(cfg, config),
+                tags={**ctx.tags, **_role_tags(ctx.spec, cfg.regime.variant)})
+            run_file.write_text(run_id)
+        logger = tracking.RunLogger(ctx.tracking_uri, run_id)
+
+        def reporter(metrics: dict[str, Any]) -> str | None:
+            numeric = {k: float(v) for k, v in metrics.items() if _is_number(v)}
+            logger.metrics(int(metrics["epoch"]), numeric)
+            logger.flush()
+            tune.report({**numeric, "trial_done": False},
+                        checkpoint=tune.Checkpoint.from_directory(str(work)))
+            return None
+
+        try:
+            result = run_trial(cfg, ctx.rois, split, reporter=reporter, checkpoint_dir=work,
+                               phase=ctx.phase)
+        except SystemExit:
+            # Tune ends a trial its scheduler stopped (ASHA) with sys.exit(0) inside report()
+            logger.tags({"stop_reason": "pruned"})
+            logger.finish("KILLED")
+            raise
+        except BaseException:
+            logger.finish("FAILED")
+            raise
+        final = _final_metrics(result)
+        logger.metrics(result.epochs_run, final)
+        logger.tags({"stop_reason": result.stop_reason})
+        logger.artifact_json("lr_table.json", result.lr_table)
+        if result.test_probs is not None:
+            ids = list(result.test_probs)
+            logger.artifact_json("test_predictions.json", {
+                "sample_id": ids, "p_malignant": [result.test_probs[s] for s in ids],
+                "label": [result.test_labels[s] for s in ids]})
+            if result.test_roc is not None:
+                roc = result.test_roc
+                logger.artifact_json("roc.json", {
+                    "fpr": [float(v) for v in roc.fpr], "tpr": [float(v) for v in roc.tpr],
+                    "thresholds": [float(v) if math.isfinite(v) else None
+                                   for v in roc.thresholds]})
+        logger.finish("FINISHED")
+        tune.report({**final, "epoch": result.epochs_run, "trial_done": True,
+                     "mlflow_run_id": run_id, "stop_reason": result.stop_reason})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _flat_params(cfg: TrainConfig, config: dict[str, Any]) -> dict[str, Any]:
+    params = {f"regime.{k}": v for k, v in dataclasses.asdict(cfg.regime).items()}
+    params.update({k: v for k, v in dataclasses.asdict(cfg).items() if k != "regime"})
+    params["optuna_trial"] = config.get("optuna_trial")
+    return params
+
+
+def _role_tags(spec: StudySpec, variant: str) -> dict[str, str]:
+    """Each hyperparameter's role (scientific / nuisance / fixed) as a ``role.<name>`` tag."""
+    return {f"role.{name}": str(role) for name, role in spec.roles_for(variant).items()}
+
+
+def _final_metrics(result: Any) -> dict[str, float]:
+    names = ["best_val_loss", "best_val_acc", "best_val_auc", "wall_time_s", "epochs_run",
+             "best_epoch", "test_loss", "test_acc", "test_auc", "test_sensitivity",
+             "test_specificity", "test_youden_threshold"]
+    out = {}
+    for name in names:
+        value = getattr(result, name)
+        if _is_number(value):
+            out[name] = float(value)
+    return out
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(float(v))

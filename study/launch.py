@@ -1,0 +1,109 @@
+"""``python -m study.launch``: run a transfer-learning study end to end.
+
+With no arguments it runs the embedded default (``search_spaces/quick.yaml``): it writes the
+synthetic BCDR-F03-layout dataset if absent, starts (or reuses) a local MLflow server, searches
+each variant × split with Optuna + ASHA on a local Ray, evaluates each split's best
+configuration once on its test set, and prints Table 1 and the MLflow URL.
+
+Examples::
+
+    python -m study.launch                                   # the default study (quick.yaml)
+    python -m study.launch --smoke-test                      # smoke.yaml, about two minutes
+    python -m study.launch --space paper --data /data/BCDR-F03_dataset --data-format bcdr
+    python -m study.launch --tracking-uri http://mlflow.internal:5000 --study fted-ablation
+    python -m study.launch --resume                          # continue an interrupted study
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from search_spaces import SpecError, load_spec
+from trainables.datasets import FORMATS
+from trainables.records import DatasetError
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m study.launch", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", default=None,
+                   help="study file (YAML) or a shipped name: quick (default), smoke, paper")
+    p.add_argument("--smoke-test", action="store_true",
+                   help="run search_spaces/smoke.yaml (what CI runs); overrides --space")
+    p.add_argument("--data", type=Path, default=None,
+                   help="dataset folder to use instead of the space file's (with --data-format)")
+    p.add_argument("--data-format", choices=FORMATS, default=None,
+                   help="layout of --data: bcdr, mias or manifest")
+    p.add_argument("--study", default=None,
+                   help="study name (MLflow experiment and folder); default: the file's name")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking server; default $MLFLOW_TRACKING_URI, else a managed "
+                        "server on 127.0.0.1 (its stores under --runs-dir/mlflow)")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"),
+                   help="where studies, data, caches and the managed MLflow server live "
+                        "(default ./runs)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted study of this name (same parent run)")
+    p.add_argument("--cluster", type=Path, default=None,
+                   help="Ray cluster-launcher config (ray_cluster.yaml) to run on a GPU cluster")
+    args = p.parse_args(argv)
+    if (args.data is None) != (args.data_format is None):
+        p.error("--data and --data-format go together")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress line, not Tune's tables
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    if args.cluster is not None:
+        print("error: --cluster is not available yet (the cluster part of issue 5); run "
+              "locally or attach with RAY_ADDRESS set", file=sys.stderr)
+        return 2
+    from trainables.backbones import available_backbones
+
+    space = "smoke" if args.smoke_test else (args.space or "quick")
+    try:
+        spec = load_spec(space, known_backbones=available_backbones())
+        if args.data is not None:
+            spec = spec.with_dataset(args.data, args.data_format)
+        if args.study:
+            spec = spec.with_name(args.study)
+    except SpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    runs = args.runs_dir.resolve()
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri is None:
+        from study.server import ServerError, ensure_server
+
+        try:
+            info = ensure_server(runs)
+        except ServerError as exc:
+            print(f"error: the MLflow server did not start: {exc}", file=sys.stderr)
+            return 1
+        uri = info.url
+        print(f"MLflow UI: {uri}  (stop it with: python -m study.server stop "
+              f"--study-dir {runs})")
+    from study.run import run_study
+
+    try:
+        run_study(spec, runs / spec.name, uri, resume=args.resume)
+    except (DatasetError, SpecError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: runs ended as KILLED; continue with --resume", file=sys.stderr)
+        return 130
+    print(f"MLflow UI: {uri}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

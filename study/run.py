@@ -1,0 +1,130 @@
+"""A whole study: data → MLflow parent run → search → evaluation → Table 1.
+
+``run_study`` is what ``python -m study.launch`` calls once it has parsed its arguments.
+Every run it opens ends FINISHED, FAILED or KILLED — also on Ctrl-C or a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from search_spaces import StudySpec, check_resources
+from study import tracking
+from study._data import StudyData, prepare_data
+from study._report import format_table1, table1
+
+log = logging.getLogger(__name__)
+STATE_FILE = "state.json"
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    parent_run_id: str
+    experiment_id: str
+    table: Any  # pandas.DataFrame
+    evaluations: list[dict]
+
+
+def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bool = False,
+              echo: Any = print) -> StudyOutcome:
+    """Run (or, with ``resume``, continue) ``spec`` with its files under ``study_dir``."""
+    import ray
+
+    from study import _phases, _trial
+
+    study_dir.mkdir(parents=True, exist_ok=True)
+    data = prepare_data(spec, study_dir.parent)
+    echo(f"data: {data.counts['views']} ROIs of {data.counts['patients']} patients "
+         f"({data.counts['benign']} benign, {data.counts['malignant']} malignant), "
+         f"{len(data.splits)} outer splits, fingerprint {data.rois.fingerprint}")
+    if not ray.is_initialized():
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, configure_logging=False,
+                 log_to_driver=False)
+    check_resources(spec, ray.cluster_resources())
+
+    client = tracking.client_for(tracking_uri)
+    exp_id = tracking.experiment_for(client, spec.name)
+    state_path = study_dir / STATE_FILE
+    state = json.loads(state_path.read_text()) if resume and state_path.is_file() else {}
+    tags = run_tags(spec, data)
+    parent = state.get("parent_run_id")
+    if parent is None:
+        parent = tracking.start_parent_run(client, exp_id, tags=tags,
+                                           run_name=f"{spec.name}-{spec.fingerprint()[:8]}")
+        logger = tracking.RunLogger(client, parent)
+        logger.params(spec.flat_dict())
+        logger.artifact_json("study_spec.json", spec.to_dict())
+        logger.flush()
+        state_path.write_text(json.dumps({"parent_run_id": parent}))
+    else:
+        client.update_run(parent, status="RUNNING")
+        logger = tracking.RunLogger(client, parent)
+    echo(f"MLflow: {tracking_uri}/#/experiments/{exp_id}/runs/{parent}")
+
+    def context(phase: str) -> _trial.TrialContext:
+        return _trial.TrialContext(spec=spec, phase=phase, rois=data.rois,  # type: ignore[arg-type]
+                                   splits=data.splits, tracking_uri=tracking_uri,
+                                   experiment_id=exp_id, parent_run_id=parent, tags=tags)
+    status = "FAILED"
+    try:
+        searcher = _phases.run_search(spec, context("search"), study_dir, resume=resume)
+        configs = _phases.best_configs(spec, searcher)
+        rows = _phases.run_evaluation(spec, context("evaluate"), study_dir, configs,
+                                      resume=resume)
+        table = table1(rows)
+        text = format_table1(table)
+        if spec.search.mode == "shared":
+            text += ("\nNote: shared search (one split searched, its best reused on every "
+                     "split) — these estimates are optimistic.")
+        echo(text)
+        logger.artifact_json("table1.json", table.to_dict(orient="records"))
+        missing = sorted({(v, k) for v in spec.variants for k in range(spec.splits.n_splits)}
+                         - {(r["variant"], r["split"]) for r in rows})
+        if missing:
+            echo("missing evaluations: " + ", ".join(f"{v} split {k}" for v, k in missing))
+            logger.tags({"missing_evaluations": ";".join(f"{v}/{k}" for v, k in missing)})
+        status = "FINISHED"
+        return StudyOutcome(parent, exp_id, table, rows)
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        tracking.close_dangling_runs(client, exp_id, parent,
+                                     status="KILLED" if status != "FAILED" else "FAILED")
+        logger.finish(status)  # type: ignore[arg-type]
+
+
+def run_tags(spec: StudySpec, data: StudyData) -> dict[str, str]:
+    """Provenance of a study execution: data and split fingerprints, code, versions, device."""
+    import mlflow
+    import optuna
+    import ray
+    import torch
+
+    tags = {
+        "study": spec.name, "spec_fingerprint": spec.fingerprint(),
+        "data_fingerprint": data.rois.fingerprint,
+        "split_fingerprints": ",".join(s.fingerprint for s in data.splits),
+        "split_mode": spec.splits.mode, "search_mode": spec.search.mode,
+        "git_commit": _git_commit(), "python": platform.python_version(),
+        "torch": torch.__version__, "ray": ray.__version__, "optuna": optuna.__version__,
+        "mlflow": mlflow.__version__,
+        "device": "cuda" if spec.resources.gpus > 0 else f"cpu ({platform.processor() or 'cpu'})",
+    }
+    return tags
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10, cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
