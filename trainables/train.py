@@ -30,16 +30,19 @@ import numpy as np
 import torch
 
 from trainables import checkpoint as ckpt
-from trainables._early_stopping import EarlyStopping
 from trainables._epoch import StepSettings, backbone_frozen, cache_features, predict, train_epoch
 from trainables._partition import Partition
 from trainables._roiset import RoiSet
+from trainables._trial_state import TrialState, derive_seeds
 from trainables.config import TrainConfig
 from trainables.metrics import RocCurve, accuracy, roc_auc, roc_curve, youden_point
-from trainables.regimes import build_model, lr_table, make_optimizer, make_plateau_scheduler
+from trainables.regimes import lr_table
 from trainables.splits import Split
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["SPEED_ONLY_FIELDS", "TIMING_KEYS", "Phase", "Reporter", "StopReason", "TrialResult",
+           "check_split", "derive_seeds", "lr_by_block", "resolve_device", "run_trial"]
 
 Phase = Literal["search", "evaluate"]
 StopReason = Literal["budget", "early_stop", "told_to_stop"]
@@ -118,12 +121,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def derive_seeds(seed: int) -> dict[str, int]:
-    """Independent seeds for model init/dropout, shuffling and augmentation from one seed."""
-    init, shuffle, augment = np.random.SeedSequence(seed).generate_state(3, dtype=np.uint64)
-    return {"init": int(init), "shuffle": int(shuffle), "augment": int(augment)}
-
-
 def check_split(rois: RoiSet, split: Split, phase: Phase) -> None:
     """Fail before training on empty, out-of-range or overlapping partitions.
 
@@ -182,12 +179,17 @@ def run_trial(config: TrainConfig, rois: RoiSet, split: Split, *,
             ``test`` is read once at the end of the ``"evaluate"`` phase and never in ``"search"``.
         reporter: called after every epoch (after its checkpoint is written) with the epoch's
             metrics: ``epoch``, ``train_loss``, ``val_loss``, ``val_acc``, ``val_auc``,
-            ``lr/<block>`` for every block, ``images_per_s`` (training pass), ``epoch_time_s``
-            (training + validation), ``checkpoint_time_s``, ``best_val_loss``, ``best_epoch``.
-            Returning ``"stop"`` ends the trial (``stop_reason="told_to_stop"``, no test pass).
+            ``lr/<block>`` for every block that trains, ``images_per_s`` (training pass),
+            ``epoch_time_s`` (training + validation), ``checkpoint_time_s``, ``best_val_loss``,
+            ``best_epoch``. Returning ``"stop"`` ends the trial
+            (``stop_reason="told_to_stop"``, no test pass).
         checkpoint_dir: where the checkpoint goes; if it already holds one of this trial, the
             trial resumes from it (a finished trial goes straight to its final evaluation).
         phase: ``"search"`` or ``"evaluate"``.
+
+    Raises:
+        ValueError: bad phase, a split that does not fit ``rois`` or leaks, or a checkpoint in
+            ``checkpoint_dir`` that belongs to another trial.
     """
     if phase not in ("search", "evaluate"):
         raise ValueError(f"phase must be 'search' or 'evaluate', got {phase!r}")
@@ -195,121 +197,107 @@ def run_trial(config: TrainConfig, rois: RoiSet, split: Split, *,
     t0 = time.perf_counter()
     directory = Path(checkpoint_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(config.device)
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = config.cudnn_benchmark
-
     identity = {"rois": rois.fingerprint, "split": split.fingerprint,
                 "split_index": split.index, "phase": phase}
     saved = ckpt.load_checkpoint(directory)
     if saved is not None:
         _check_resumable(saved, config, identity, directory)
 
-    seeds = derive_seeds(config.seed)
-    torch.manual_seed(seeds["init"])
-    model = build_model(config.backbone, config.regime,
-                        input_size=config.input_size or rois.size,
-                        pretrained=config.pretrained, weights=config.weights)
-    model.to(device)
-    if config.channels_last and device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, config.regime)
-    scheduler = make_plateau_scheduler(optimizer, factor=config.plateau_factor,
-                                       patience=config.plateau_patience)
-    stopper = EarlyStopping(config.early_stopping_patience)
-    generators = {"shuffle": torch.Generator().manual_seed(seeds["shuffle"]),
-                  "augment": torch.Generator(device=device).manual_seed(seeds["augment"])}
-    table = lr_table(model, optimizer)
-
-    epoch, history, prior_s, best_file, finished = 0, [], 0.0, None, None
+    device = resolve_device(config.device)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = config.cudnn_benchmark
+    state = TrialState.build(config, config.input_size or rois.size, device)
+    table = lr_table(state.model, state.optimizer)
     if saved is not None:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        stopper.load_state_dict(saved["early_stopping"])
-        ckpt.set_rng_state(saved["rng"], generators)
-        epoch, history = int(saved["epoch"]), list(saved["history"])
-        prior_s, best_file, finished = float(saved["elapsed_s"]), saved["best_file"], \
-            saved["finished"]
-        logger.info("resuming from %s after epoch %d", directory, epoch)
+        state.restore(saved)
+        logger.info("resuming from %s after epoch %d", directory, state.epoch)
     else:
         logger.info("trial start: %s %s, %d train / %d val ROIs, lr table %s", config.backbone,
                     config.regime.variant, len(split.train), len(split.val), table)
 
-    settings = StepSettings(input_size=model.input_size, device=device, bf16=config.bf16,
+    settings = StepSettings(input_size=state.model.input_size, device=device, bf16=config.bf16,
                             channels_last=config.channels_last)
     train = Partition.from_rois("train", rois, split.train, device)
     val = Partition.from_rois("val", rois, split.val, device)
-    frozen = backbone_frozen(model)
-    if frozen and finished is None:
-        cache_features(model, val, batch_size=config.eval_batch, settings=settings)
+    if backbone_frozen(state.model) and state.finished is None:
+        cache_features(state.model, val, batch_size=config.eval_batch, settings=settings)
         if not config.augment:
-            cache_features(model, train, batch_size=config.eval_batch, settings=settings)
-    augment = config.augment_params if config.augment else None
+            cache_features(state.model, train, batch_size=config.eval_batch, settings=settings)
 
     told_to_stop = False
-    while finished is None and not told_to_stop:
-        epoch += 1
-        lrs = lr_by_block(optimizer)
-        t_epoch = time.perf_counter()
-        train_loss = train_epoch(model, optimizer, train, batch_size=config.batch_size,
-                                 settings=settings, augment=augment,
-                                 aug_generator=generators["augment"],
-                                 shuffle_generator=generators["shuffle"])
-        t_train = time.perf_counter() - t_epoch
-        val_loss, val_probs = predict(model, val, batch_size=config.eval_batch, settings=settings)
-        labels = val.labels_np
-        scheduler.step(val_loss)
-        if stopper.update(epoch, val_loss) and config.restore_best:
-            best_file = ckpt.save_best(directory, epoch, model.state_dict())
-        metrics: dict[str, float] = {
-            "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-            "val_acc": accuracy(labels, val_probs), "val_auc": roc_auc(labels, val_probs), **lrs,
-            "images_per_s": len(train) / t_train, "epoch_time_s": time.perf_counter() - t_epoch,
-            "best_val_loss": stopper.best_loss, "best_epoch": stopper.best_epoch,
-        }
-        history.append(metrics)
-        if stopper.should_stop:
-            finished = "early_stop"
-        elif epoch >= config.max_epochs:
-            finished = "budget"
+    while state.finished is None and not told_to_stop:
+        metrics = _epoch(state, train, val, config, settings, directory)
         t_ckpt = time.perf_counter()
-        ckpt.save_checkpoint(directory, {
-            "config": config.to_dict(), "identity": identity, "epoch": epoch,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "early_stopping": stopper.state_dict(),
-            "rng": ckpt.rng_state(generators), "history": history,
-            "elapsed_s": prior_s + time.perf_counter() - t0, "best_file": best_file,
-            "finished": finished,
-        })
-        logger.info("epoch %d: train_loss %.4f val_loss %.4f val_acc %.3f val_auc %.3f "
-                    "%.1f img/s", epoch, train_loss, val_loss, metrics["val_acc"],
-                    metrics["val_auc"], metrics["images_per_s"])
+        ckpt.save_checkpoint(directory, state.payload(
+            {"config": config.to_dict(), "identity": identity},
+            elapsed_s=state.prior_s + time.perf_counter() - t0))
         if reporter is not None:
             answer = reporter({**metrics, "checkpoint_time_s": time.perf_counter() - t_ckpt})
-            told_to_stop = answer == "stop" and finished is None
+            told_to_stop = answer == "stop" and state.finished is None
 
-    stop_reason: StopReason = finished if finished is not None else "told_to_stop"
-    best = next((h for h in history if h["epoch"] == stopper.best_epoch), None)
+    stop_reason: StopReason = state.finished or "told_to_stop"  # type: ignore[assignment]
     test: dict[str, Any] = {}
     if stop_reason != "told_to_stop":
-        if config.restore_best and best_file is not None:
-            model.load_state_dict(ckpt.load_best(directory, best_file))
-        elif config.restore_best:
-            logger.warning("no finite validation loss in %d epochs: testing the last weights",
-                           epoch)
+        _restore_best(state, config, directory)
         if phase == "evaluate":
-            test = _evaluate_test(model, rois, split, config, settings, device)
-    passes = {"train": train.passes, "val": val.passes, **test.pop("passes", {})}
+            test = _evaluate_test(state.model, rois, split, config, settings, device)
+    best = next((h for h in state.history if h["epoch"] == state.stopper.best_epoch), None)
     return TrialResult(
-        phase=phase, stop_reason=stop_reason, epochs_run=epoch, best_epoch=stopper.best_epoch,
-        best_val_loss=stopper.best_loss if best else math.nan,
+        phase=phase, stop_reason=stop_reason, epochs_run=state.epoch,
+        best_epoch=state.stopper.best_epoch,
+        best_val_loss=best["val_loss"] if best else math.nan,
         best_val_acc=best["val_acc"] if best else math.nan,
         best_val_auc=best["val_auc"] if best else math.nan,
-        wall_time_s=prior_s + time.perf_counter() - t0, history=history, lr_table=table,
-        partition_passes=passes, checkpoint_dir=directory, **test)
+        wall_time_s=state.prior_s + time.perf_counter() - t0, history=state.history,
+        lr_table=table, partition_passes={"train": train.passes, "val": val.passes,
+                                          **test.pop("passes", {})},
+        checkpoint_dir=directory, **test)
+
+
+def _epoch(state: TrialState, train: Partition, val: Partition, config: TrainConfig,
+           settings: StepSettings, directory: Path) -> dict[str, float]:
+    """Train and validate one epoch; update schedule, early stopping and best weights."""
+    state.epoch += 1
+    lrs = lr_by_block(state.optimizer)  # the rates this epoch trains at
+    t_epoch = time.perf_counter()
+    train_loss = train_epoch(
+        state.model, state.optimizer, train, batch_size=config.batch_size, settings=settings,
+        augment=config.augment_params if config.augment else None,
+        aug_generator=state.generators["augment"],
+        shuffle_generator=state.generators["shuffle"])
+    t_train = time.perf_counter() - t_epoch
+    val_loss, val_probs = predict(state.model, val, batch_size=config.eval_batch,
+                                  settings=settings)
+    state.scheduler.step(val_loss)
+    state.record_best(directory, val_loss, keep_weights=config.restore_best)
+    labels = val.labels_np
+    metrics: dict[str, float] = {
+        "epoch": state.epoch, "train_loss": train_loss, "val_loss": val_loss,
+        "val_acc": accuracy(labels, val_probs), "val_auc": roc_auc(labels, val_probs), **lrs,
+        "images_per_s": len(train) / t_train, "epoch_time_s": time.perf_counter() - t_epoch,
+        "best_val_loss": state.stopper.best_loss, "best_epoch": state.stopper.best_epoch,
+    }
+    state.history.append(metrics)
+    if state.stopper.should_stop:
+        state.finished = "early_stop"
+    elif state.epoch >= config.max_epochs:
+        state.finished = "budget"
+    logger.info("epoch %d: train_loss %.4f val_loss %.4f val_acc %.3f val_auc %.3f %.1f img/s",
+                state.epoch, train_loss, val_loss, metrics["val_acc"], metrics["val_auc"],
+                metrics["images_per_s"])
+    return metrics
+
+
+def _restore_best(state: TrialState, config: TrainConfig, directory: Path) -> None:
+    if not config.restore_best:
+        return
+    if state.best_file is None:
+        logger.warning("no finite validation loss in %d epochs: keeping the last weights",
+                       state.epoch)
+        return
+    state.model.load_state_dict(ckpt.load_best(directory, state.best_file))
 
 
 def _evaluate_test(model: torch.nn.Module, rois: RoiSet, split: Split, config: TrainConfig,

