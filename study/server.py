@@ -1,0 +1,409 @@
+"""The managed MLflow tracking server of a study folder: start or reuse, stop, status.
+
+Layout under ``<study_dir>/mlflow/``::
+
+    mlflow.db      SQLite backend store (experiments, runs, params, metrics, tags)
+    artifacts/     artifact store, served through the server's mlflow-artifacts proxy
+    server.json    the running server's record (pid, port, url, stores) — written by us
+    server.log     the server's stdout + stderr, appended per start
+    server.lock    advisory lock so two launchers do not start two servers
+
+The server is ``<this python> -m mlflow server`` in its own session (process group), so it
+outlives the launcher that started it; ``stop_server`` ends the whole group.
+
+It is started light for a small machine: one uvicorn worker (``--workers 1``; the default is 4,
+about 1.9 GB resident with the job runner) and MLflow's GenAI job runner off
+(``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false``: it spawns seven huey consumers that a
+training study never uses). Together about 0.5 GB in two processes.
+
+CLI::
+
+    python -m study.server start  [--study-dir DIR] [--port P] [--host H] [--timeout S]
+    python -m study.server stop   [--study-dir DIR]
+    python -m study.server status [--study-dir DIR] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import fcntl
+import ipaddress
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from study import _mlflow_proc as proc
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STUDY_DIR = Path("runs/study")
+_STOP_GRACE_S = 10.0
+_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+class ServerError(RuntimeError):
+    """The managed MLflow server could not be started (the message carries the log tail)."""
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """A managed MLflow server: where it listens and where it stores.
+
+    ``url`` is what clients use as tracking URI and what users open in a browser.
+    ``reused`` is True when ``ensure_server`` found it already running.
+    """
+
+    url: str
+    pid: int
+    port: int
+    host: str
+    backend_uri: str
+    artifacts_dir: Path
+    log_path: Path
+    started_at: float
+    reused: bool = False
+
+    def to_json(self) -> dict:
+        """The record kept in ``server.json`` (``reused`` is a property of a call, not kept)."""
+        d = dataclasses.asdict(self)
+        d.pop("reused")
+        d["artifacts_dir"] = str(self.artifacts_dir)
+        d["log_path"] = str(self.log_path)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> ServerInfo:
+        """Inverse of ``to_json``."""
+        return cls(
+            url=d["url"], pid=int(d["pid"]), port=int(d["port"]), host=d["host"],
+            backend_uri=d["backend_uri"], artifacts_dir=Path(d["artifacts_dir"]),
+            log_path=Path(d["log_path"]), started_at=float(d["started_at"]),
+        )
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """What ``server_status`` found: ``running`` (alive and healthy), ``unhealthy`` (process
+    alive, ``/health`` does not answer — starting up or hung), ``stopped`` (no live process)."""
+
+    state: Literal["running", "unhealthy", "stopped"]
+    info: ServerInfo | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class _Paths:
+    root: Path
+
+    @property
+    def db(self) -> Path:
+        return self.root / "mlflow.db"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.root / "artifacts"
+
+    @property
+    def record(self) -> Path:
+        return self.root / "server.json"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "server.log"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "server.lock"
+
+
+def _paths(study_dir: Path) -> _Paths:
+    return _Paths(Path(study_dir).resolve() / "mlflow")
+
+
+@contextlib.contextmanager
+def _locked(paths: _Paths) -> Iterator[None]:
+    """Hold the study's server lock (blocks while another launcher holds it)."""
+    paths.root.mkdir(parents=True, exist_ok=True)
+    with paths.lock.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _read_record(paths: _Paths) -> ServerInfo | None:
+    try:
+        return ServerInfo.from_json(json.loads(paths.record.read_text()))
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as e:
+        logger.warning("ignoring unreadable %s (%s)", paths.record, e)
+        return None
+
+
+def _write_record(paths: _Paths, info: ServerInfo) -> None:
+    tmp = paths.record.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(info.to_json(), indent=2) + "\n")
+    tmp.replace(paths.record)
+
+
+def _is_our_server(info: ServerInfo) -> bool:
+    """The recorded pid is alive and still an MLflow server (guards against pid reuse)."""
+    if not proc.pid_alive(info.pid):
+        return False
+    cmd = proc.cmdline(info.pid)
+    return not cmd or "mlflow" in cmd  # unreadable cmdline: trust the pid
+
+
+def _wait_healthy(info: ServerInfo, timeout_s: float, child: subprocess.Popen | None) -> None:
+    """Poll ``/health`` until it answers; raise ``ServerError`` (with the log tail) when the
+    process exits first or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while not proc.healthy(info.url, timeout_s=2.0):
+        exited = child.poll() is not None if child is not None else not proc.pid_alive(info.pid)
+        if exited:
+            raise ServerError(
+                f"MLflow server (pid {info.pid}) exited before answering {info.url}/health.\n"
+                f"Last lines of {info.log_path}:\n{proc.tail(info.log_path)}"
+            )
+        if time.monotonic() >= deadline:
+            raise ServerError(
+                f"MLflow server (pid {info.pid}) did not answer {info.url}/health within "
+                f"{timeout_s:.0f} s (a loaded machine may need a larger timeout).\n"
+                f"Last lines of {info.log_path}:\n{proc.tail(info.log_path)}"
+            )
+        time.sleep(0.25)
+
+
+def _server_command(paths: _Paths, host: str, port: int, workers: int) -> list[str]:
+    return [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", f"sqlite:///{paths.db}",
+        "--artifacts-destination", str(paths.artifacts),
+        "--host", host,
+        "--port", str(port),
+        "--workers", str(workers),
+    ]
+
+
+def _spawn(
+    paths: _Paths, host: str, port: int, workers: int
+) -> tuple[ServerInfo, subprocess.Popen]:
+    """Start the server detached (own session), logging to ``server.log``; no waiting."""
+    paths.artifacts.mkdir(parents=True, exist_ok=True)
+    cmd = _server_command(paths, host, port, workers)
+    with paths.log.open("ab") as log:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        log.write(f"\n=== {stamp} starting: {' '.join(cmd)}\n".encode())
+        log.flush()
+        child = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            cwd=paths.root, env={**os.environ, **_SERVER_ENV}, start_new_session=True,
+        )
+    url_host = f"[{host}]" if ":" in host else host
+    info = ServerInfo(
+        url=f"http://{url_host}:{port}", pid=child.pid, port=port, host=host,
+        backend_uri=f"sqlite:///{paths.db}", artifacts_dir=paths.artifacts,
+        log_path=paths.log, started_at=time.time(),
+    )
+    _write_record(paths, info)
+    return info, child
+
+
+def _choose_port(paths: _Paths, host: str, previous: ServerInfo | None) -> int:
+    """The previous server's port when free (clients holding its URL keep working after a
+    restart), else any free port."""
+    if previous is not None and proc.port_free(host, previous.port):
+        return previous.port
+    return proc.free_port(host)
+
+
+def _warn_if_exposed(host: str) -> None:
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        logger.warning(
+            "MLflow server binds %s: reachable beyond this machine and without authentication",
+            host,
+        )
+
+
+def ensure_server(
+    study_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    timeout_s: float = 60.0,
+    workers: int = 1,
+) -> ServerInfo:
+    """Reuse the study's running MLflow server, or start one and wait for ``/health``.
+
+    Reuse: the server recorded in ``server.json`` whose process is alive and answers
+    ``/health`` (one still starting up is waited for). Otherwise a new server starts on
+    ``port`` — or, when None, on the recorded port if free (so URLs held by running trials
+    stay valid), else on a free port. An explicit ``port`` other than the running server's
+    restarts the server there.
+
+    Raises:
+        ServerError: the server exited early or did not answer within ``timeout_s`` (it is
+            then stopped); the message holds the tail of ``server.log``.
+        ValueError: an explicit ``port`` is in use by something else.
+    """
+    paths = _paths(study_dir)
+    with _locked(paths):
+        previous = _read_record(paths)
+        if previous is not None and _is_our_server(previous):
+            if port is None or port == previous.port:
+                _wait_healthy(previous, timeout_s, child=None)
+                logger.info("reusing MLflow server %s (pid %d)", previous.url, previous.pid)
+                return dataclasses.replace(previous, reused=True)
+            _stop(paths, previous)
+        if port is not None and not proc.port_free(host, port):
+            raise ValueError(f"port {port} on {host} is in use; pick another or omit --port")
+        _warn_if_exposed(host)
+        attempts = 1 if port is not None else 2  # an auto-picked port may be taken meanwhile
+        for attempt in range(attempts):
+            chosen = port if port is not None else _choose_port(paths, host, previous)
+            info, child = _spawn(paths, host, chosen, workers)
+            logger.info("starting MLflow server on %s (pid %d)", info.url, info.pid)
+            try:
+                _wait_healthy(info, timeout_s, child)
+            except ServerError as e:
+                _stop(paths, info)
+                in_use = "address already in use" in str(e).lower()
+                if in_use and attempt + 1 < attempts:
+                    previous = None
+                    continue
+                raise
+            logger.info("MLflow server ready at %s", info.url)
+            return info
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _stop(paths: _Paths, info: ServerInfo) -> bool:
+    """SIGTERM the server's process group, SIGKILL after a grace period. True if something was
+    running. The record stays, so the next start reuses the port (stable URL)."""
+    was_running = bool(proc.group_members(info.pid)) or proc.pid_alive(info.pid)
+    if was_running:
+        proc.signal_group(info.pid, signal.SIGTERM)
+        if not proc.wait_group_gone(info.pid, _STOP_GRACE_S, leader=info.pid):
+            logger.warning("MLflow server (pid %d) ignored SIGTERM; killing it", info.pid)
+            proc.signal_group(info.pid, signal.SIGKILL)
+            proc.wait_group_gone(info.pid, 5.0, leader=info.pid)
+    return was_running
+
+
+def stop_server(study_dir: Path) -> bool:
+    """Stop the study's managed MLflow server (idempotent). True if one was running.
+
+    The store (``mlflow.db``, ``artifacts/``), ``server.log`` and ``server.json`` are kept; the
+    next ``ensure_server`` starts on the same port when it is free, so clients holding the URL
+    (trial loggers buffering through the outage) reach the new server."""
+    paths = _paths(study_dir)
+    if not paths.root.is_dir():
+        return False
+    with _locked(paths):
+        info = _read_record(paths)
+        if info is None:
+            return False
+        members = proc.group_members(info.pid)
+        if not any("mlflow" in proc.cmdline(pid) for pid in members):
+            return False
+        return _stop(paths, info)
+
+
+def server_status(study_dir: Path) -> ServerStatus:
+    """Whether the study's managed server runs and answers ``/health`` (never starts one)."""
+    info = _read_record(_paths(study_dir))
+    if info is None:
+        return ServerStatus("stopped", None, "no server recorded")
+    if not _is_our_server(info):
+        return ServerStatus("stopped", info, f"recorded pid {info.pid} is not running")
+    if proc.healthy(info.url):
+        return ServerStatus("running", info, f"{info.url} (pid {info.pid})")
+    return ServerStatus("unhealthy", info, f"pid {info.pid} alive, {info.url}/health silent")
+
+
+# ---------------------------------------------------------------- CLI
+
+
+@dataclass(frozen=True)
+class _CliArgs:
+    command: Literal["start", "stop", "status"]
+    study_dir: Path
+    host: str
+    port: int | None
+    timeout_s: float
+    as_json: bool
+
+
+def _parse(argv: list[str] | None) -> _CliArgs:
+    p = argparse.ArgumentParser(
+        prog="python -m study.server",
+        description="Start, stop or inspect the study folder's MLflow tracking server.",
+        epilog="example: python -m study.server start --study-dir runs/study",
+    )
+    p.add_argument("command", choices=["start", "stop", "status"])
+    p.add_argument("--study-dir", type=Path, default=DEFAULT_STUDY_DIR,
+                   help=f"study folder holding mlflow/ (default: {DEFAULT_STUDY_DIR})")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default: previous or free)")
+    p.add_argument("--timeout", type=float, default=60.0, dest="timeout_s",
+                   help="seconds to wait for /health (default: 60)")
+    p.add_argument("--json", action="store_true", dest="as_json", help="machine-readable output")
+    ns = p.parse_args(argv)
+    return _CliArgs(**vars(ns))
+
+
+def _cmd_start(args: _CliArgs) -> int:
+    try:
+        info = ensure_server(args.study_dir, host=args.host, port=args.port,
+                             timeout_s=args.timeout_s)
+    except (ServerError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    verb = "already running" if info.reused else "started"
+    print(f"MLflow server {verb}: {info.url}  (pid {info.pid})")
+    print(f"stop it with: python -m study.server stop --study-dir {args.study_dir}")
+    return 0
+
+
+def _cmd_stop(args: _CliArgs) -> int:
+    stopped = stop_server(args.study_dir)
+    print("MLflow server stopped" if stopped else "no MLflow server was running")
+    return 0
+
+
+def _cmd_status(args: _CliArgs) -> int:
+    status = server_status(args.study_dir)
+    if args.as_json:
+        record = status.info.to_json() if status.info else None
+        print(json.dumps({"state": status.state, "detail": status.detail, "server": record}))
+    else:
+        print(f"{status.state}: {status.detail}")
+    return {"running": 0, "unhealthy": 1, "stopped": 3}[status.state]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (status: 0 running, 1 unhealthy, 3 stopped)."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = _parse(argv)
+    command = {"start": _cmd_start, "stop": _cmd_stop, "status": _cmd_status}[args.command]
+    return command(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""The study's MLflow layout: experiment per study, parent run per execution, child per trial.
+
+All functions take an explicit ``MlflowClient`` (``client_for(uri)``); nothing here sets
+MLflow's global tracking URI or active run. Children are nested with the ``mlflow.parentRunId``
+tag and carry ``phase``, ``variant``, ``split`` and ``trial`` tags, which together identify a
+trial: starting the same child twice (a trial restored from its checkpoint, a resumed study)
+returns the existing run instead of a duplicate.
+
+Per-epoch metrics, params, tags and artifacts go through ``RunLogger`` (batched, buffered while
+the server is away); every run is ended by ``RunLogger.finish`` or, after a crash or Ctrl-C,
+by ``close_dangling_runs``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from mlflow.entities import Param, RunTag, ViewType
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from study import _mlflow_limits as lim
+from study._mlflow_logger import RetryPolicy, RunLogger, TerminalStatus, replay_spilled
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "PARENT_TAG", "RetryPolicy", "RunLogger", "TerminalStatus", "child_runs", "client_for",
+    "close_dangling_runs", "experiment_for", "find_child_run", "replay_spilled",
+    "start_child_run", "start_parent_run",
+]
+
+PARENT_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+TRIAL_KEYS = ("phase", "variant", "split", "trial")
+
+
+def client_for(tracking_uri: str) -> MlflowClient:
+    """An ``MlflowClient`` bound to ``tracking_uri`` (no global state touched)."""
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def experiment_for(client: MlflowClient, study_name: str) -> str:
+    """The id of the experiment named ``study_name``, created if missing (restored if it was
+    deleted in the UI; safe when two processes race to create it)."""
+    if not study_name or not study_name.strip():
+        raise ValueError("study name must be a non-empty string")
+    exp = client.get_experiment_by_name(study_name)
+    if exp is None:
+        try:
+            return client.create_experiment(study_name)
+        except MlflowException as e:
+            exp = client.get_experiment_by_name(study_name)
+            if exp is None:
+                raise
+            logger.debug("experiment %r created concurrently (%s)", study_name, e)
+    if exp.lifecycle_stage == "deleted":
+        logger.warning("experiment %r was deleted; restoring it", study_name)
+        client.restore_experiment(exp.experiment_id)
+    return exp.experiment_id
+
+
+def _tag_list(tags: Mapping[str, object]) -> list[RunTag]:
+    return [RunTag(lim.check_key(k, "tag"), lim.truncate(v, lim.MAX_TAG_VAL_LENGTH))
+            for k, v in tags.items()]
+
+
+def start_parent_run(client: MlflowClient, exp_id: str, *,
+                     tags: Mapping[str, object] | None = None,
+                     run_name: str | None = None) -> str:
+    """Create the run of one study execution (RUNNING) and return its id.
+
+    A re-study passes the previous parent's id in ``tags`` (e.g. ``previous_run_id``)."""
+    all_tags = dict(tags or {})
+    if run_name is not None:
+        all_tags[RUN_NAME_TAG] = run_name
+    run = client.create_run(exp_id, tags={t.key: t.value for t in _tag_list(all_tags)},
+                            run_name=run_name)
+    return run.info.run_id
+
+
+def _trial_tags(phase: str, variant: str, split: int | str, trial: int | str) -> dict[str, str]:
+    return {"phase": str(phase), "variant": str(variant), "split": str(split),
+            "trial": str(trial)}
+
+
+def _quote(value: str) -> str:
+    if "'" in value:
+        raise ValueError(f"tag value {value!r} may not contain a single quote")
+    return f"'{value}'"
+
+
+def child_runs(client: MlflowClient, exp_id: str, parent_run_id: str, *,
+               status: str | None = None, **tag_filter: object) -> list:
+    """All child runs of ``parent_run_id`` (``mlflow.entities.Run``), optionally only those with
+    ``status`` (e.g. "RUNNING") and the given tag values (e.g. ``phase="search"``)."""
+    clauses = [f"tags.`{PARENT_TAG}` = {_quote(parent_run_id)}"]
+    if status is not None:
+        clauses.append(f"attributes.status = {_quote(status)}")
+    clauses += [f"tags.`{k}` = {_quote(str(v))}" for k, v in tag_filter.items()]
+    runs: list = []
+    token = None
+    while True:
+        page = client.search_runs([exp_id], filter_string=" and ".join(clauses),
+                                  run_view_type=ViewType.ACTIVE_ONLY, max_results=1000,
+                                  page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def find_child_run(client: MlflowClient, exp_id: str, parent_run_id: str, *,
+                   phase: str, variant: str, split: int | str,
+                   trial: int | str) -> str | None:
+    """The id of the child run for this trial, or None."""
+    found = child_runs(client, exp_id, parent_run_id,
+                       **_trial_tags(phase, variant, split, trial))
+    if len(found) > 1:
+        logger.warning("%d runs for trial %s/%s/%s/%s under %s; using the oldest", len(found),
+                       phase, variant, split, trial, parent_run_id)
+    found.sort(key=lambda r: r.info.start_time or 0)
+    return found[0].info.run_id if found else None
+
+
+def start_child_run(client: MlflowClient, exp_id: str, parent_run_id: str, *,
+                    phase: str, variant: str, split: int | str, trial: int | str,
+                    params: Mapping[str, object] | None = None,
+                    tags: Mapping[str, object] | None = None,
+                    run_name: str | None = None) -> str:
+    """Create (or reopen) the child run of one trial under ``parent_run_id``; return its id.
+
+    Tags: ``mlflow.parentRunId``, ``phase``, ``variant``, ``split``, ``trial`` plus ``tags``;
+    params are logged at once (values truncated to MLflow's limit). If a child with the same
+    phase/variant/split/trial exists (restarted trial, resumed study) it is reused and set back
+    to RUNNING, so MLflow holds one run per trial. The default run name is
+    ``{phase}-{variant}-s{split}-t{trial}``.
+    """
+    ident = _trial_tags(phase, variant, split, trial)
+    run_id = find_child_run(client, exp_id, parent_run_id, **ident)
+    if run_id is not None:
+        logger.info("reusing MLflow run %s for trial %s", run_id, ident)
+        client.update_run(run_id, status="RUNNING")
+        client.log_batch(run_id, tags=_tag_list(dict(tags or {})))
+    else:
+        name = run_name or f"{phase}-{variant}-s{split}-t{trial}"
+        all_tags = {**dict(tags or {}), **ident, PARENT_TAG: parent_run_id, RUN_NAME_TAG: name}
+        run = client.create_run(exp_id, tags={t.key: t.value for t in _tag_list(all_tags)},
+                                run_name=name)
+        run_id = run.info.run_id
+    if params:
+        plist = [Param(lim.check_key(k, "param"), lim.truncate(v, lim.MAX_PARAM_VAL_LENGTH))
+                 for k, v in params.items()]
+        for batch in lim.chunks(plist, lim.MAX_PARAMS_TAGS_PER_BATCH,
+                                lambda p: 64 + len(p.key) + len(p.value)):
+            client.log_batch(run_id, params=batch)
+    return run_id
+
+
+def close_dangling_runs(client: MlflowClient, exp_id: str, parent_run_id: str,
+                        status: TerminalStatus = "KILLED") -> list[str]:
+    """End every child of ``parent_run_id`` still RUNNING with ``status`` (after Ctrl-C or a
+    crash, so no run stays RUNNING). Returns the ids it ended. The parent is left alone."""
+    ended = []
+    for run in child_runs(client, exp_id, parent_run_id, status="RUNNING"):
+        client.set_terminated(run.info.run_id, status=status)
+        ended.append(run.info.run_id)
+    if ended:
+        logger.warning("ended %d RUNNING child run(s) of %s as %s", len(ended), parent_run_id,
+                       status)
+    return ended

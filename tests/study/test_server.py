@@ -1,0 +1,93 @@
+"""The managed MLflow server: start, reuse, stop, status, stable URL across restarts."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from study import _mlflow_proc as proc
+from study import server
+from study.server import ServerError, ServerInfo, ensure_server, server_status, stop_server
+
+
+def test_shared_server_answers_on_loopback(mlflow_server: str) -> None:
+    assert mlflow_server.startswith("http://127.0.0.1:")
+    with urllib.request.urlopen(f"{mlflow_server}/health", timeout=5) as resp:
+        assert resp.status == 200
+
+
+def test_lifecycle_start_reuse_stop(tmp_path: Path) -> None:
+    """A second ensure reuses (same pid); stop ends the whole process group; status says so.
+    (Restarting on the same port is checked with a logger in test_tracking.)"""
+    assert server_status(tmp_path).state == "stopped"
+    first = ensure_server(tmp_path, timeout_s=180)
+    try:
+        assert not first.reused and first.host == "127.0.0.1"
+        assert first.backend_uri == f"sqlite:///{tmp_path.resolve()}/mlflow/mlflow.db"
+        assert first.artifacts_dir == tmp_path.resolve() / "mlflow" / "artifacts"
+        assert (tmp_path / "mlflow" / "mlflow.db").is_file()
+        record = json.loads((tmp_path / "mlflow" / "server.json").read_text())
+        assert record["pid"] == first.pid and record["url"] == first.url
+        # Detached: its own session, so it outlives the launcher that started it.
+        assert proc.group_members(first.pid)
+
+        again = ensure_server(tmp_path)
+        assert again.reused and again.pid == first.pid and again.url == first.url
+        status = server_status(tmp_path)
+        assert status.state == "running" and status.info and status.info.pid == first.pid
+
+        assert stop_server(tmp_path) is True
+        assert proc.group_members(first.pid) == []
+        assert not proc.healthy(first.url, timeout_s=1)
+        assert server_status(tmp_path).state == "stopped"
+        assert stop_server(tmp_path) is False  # idempotent
+        assert json.loads((tmp_path / "mlflow" / "server.json").read_text())["port"] == first.port
+    finally:
+        stop_server(tmp_path)
+    assert server_status(tmp_path).state == "stopped"
+
+
+def test_timeout_names_the_log_and_leaves_no_process(tmp_path: Path) -> None:
+    with pytest.raises(ServerError, match=r"(?s)did not answer .*/health within .*server\.log"):
+        ensure_server(tmp_path, timeout_s=0.5)
+    record = json.loads((tmp_path / "mlflow" / "server.json").read_text())
+    assert proc.group_members(record["pid"]) == []
+    assert server_status(tmp_path).state == "stopped"
+
+
+def test_explicit_port_in_use_is_refused_before_starting(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(ValueError, match=f"port {port}"):
+            ensure_server(tmp_path, port=port)
+    assert not (tmp_path / "mlflow" / "server.json").exists()
+
+
+def test_stop_and_status_without_a_server(tmp_path: Path) -> None:
+    assert stop_server(tmp_path / "nothing-here") is False
+    assert not (tmp_path / "nothing-here").exists()
+    status = server_status(tmp_path)
+    assert status.state == "stopped" and status.info is None
+
+
+def test_cli_status_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert server.main(["status", "--study-dir", str(tmp_path)]) == 3
+    assert capsys.readouterr().out.startswith("stopped")
+    assert server.main(["stop", "--study-dir", str(tmp_path)]) == 0
+    assert "no MLflow server" in capsys.readouterr().out
+
+
+def test_cli_start_reuses_and_status_reports_the_shared_server(
+        mlflow_server_info: ServerInfo, capsys: pytest.CaptureFixture[str]) -> None:
+    study_dir = mlflow_server_info.log_path.parents[1]
+    assert server.main(["start", "--study-dir", str(study_dir)]) == 0
+    assert f"already running: {mlflow_server_info.url}" in capsys.readouterr().out
+    assert server.main(["status", "--study-dir", str(study_dir), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["state"] == "running" and out["server"]["pid"] == mlflow_server_info.pid
