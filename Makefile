@@ -9,6 +9,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 RUNS   ?= runs
 PYTEST_ARGS ?=
+ARGS ?=
 
 .PHONY: study test lint bench clean-venv
 
@@ -18,12 +19,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-# Until the study launcher lands (issue 5) the default "study" prepares and checks the
-# embedded synthetic dataset in BCDR-F03's native layout.
+# The embedded default study (search_spaces/quick.yaml): synthetic data, managed MLflow server,
+# local Ray. Extra launcher options: make study ARGS="--smoke-test".
 study: $(STAMP)
-	@test -f $(RUNS)/data/synthetic/BCDR-F03/bcdr_f03_outlines.csv || \
-		$(PY) -m study.data synth $(RUNS)/data/synthetic --patients 150 --seed 0
-	TLSTUDY_CACHE=$(RUNS)/cache $(PY) -m study.data check $(RUNS)/data/synthetic --format bcdr --roi-size 96
+	$(PY) -m study.launch --runs-dir $(RUNS) $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

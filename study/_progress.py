@@ -12,11 +12,10 @@ from ray.tune import Callback
 class Progress(Callback):
     """One status line per change: ``search   12/42 done (5 pruned) · 2 running · ETA 3m10s``."""
 
-    def __init__(self, phase: str, total: int, stream: Any = None) -> None:
+    def __init__(self, phase: str, total: int) -> None:
         self.phase, self.total = phase, total
         self.done = self.pruned = self.failed = self.running = 0
         self.t0 = time.monotonic()
-        self.stream = stream or sys.stdout
         self._last = ""
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -51,7 +50,7 @@ class Progress(Callback):
         line = (f"{self.phase:<9}{self.done}/{self.total} done{note} · {self.running} running"
                 f" · {int(elapsed)}s elapsed · ETA {eta}")
         if line != self._last:
-            print(line, file=self.stream, flush=True)
+            print(line, file=sys.stdout, flush=True)  # looked up late: Tune pickles callbacks
             self._last = line
 
     def close(self) -> None:

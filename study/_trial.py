@@ -88,7 +88,10 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
             run_file.write_text(run_id)
         logger = tracking.RunLogger(ctx.tracking_uri, run_id)
 
+        last_epoch = [0]
+
         def reporter(metrics: dict[str, Any]) -> str | None:
+            last_epoch[0] = int(metrics["epoch"])
             numeric = {k: float(v) for k, v in metrics.items() if _is_number(v)}
             logger.metrics(int(metrics["epoch"]), numeric)
             logger.flush()
@@ -100,9 +103,14 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
             result = run_trial(cfg, ctx.rois, split, reporter=reporter, checkpoint_dir=work,
                                phase=ctx.phase)
         except SystemExit:
-            # Tune ends a trial its scheduler stopped (ASHA) with sys.exit(0) inside report()
-            logger.tags({"stop_reason": "pruned"})
-            logger.finish("KILLED")
+            # Tune ends a trial its scheduler stopped (ASHA) with sys.exit(0) inside report();
+            # stopped at its last epoch it has had its whole budget: not pruned.
+            if last_epoch[0] >= cfg.max_epochs:
+                logger.tags({"stop_reason": "budget"})
+                logger.finish("FINISHED")
+            else:
+                logger.tags({"stop_reason": "pruned"})
+                logger.finish("KILLED")
             raise
         except BaseException:
             logger.finish("FAILED")
