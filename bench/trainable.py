@@ -6,7 +6,9 @@ and augmentation on the device, bookkeeping, a checkpoint every epoch. Its train
 "whole epoch" rate also counts validation and the checkpoint. The *bare loop* feeds one
 pre-made random float batch through forward, cross-entropy, backward and optimiser step, with
 nothing else. Goal (issue 4): ratio >= 0.95. The two are measured alternately ``--repeats``
-times and the medians compared (this matters on a shared CPU).
+times; the ratio of the medians and the ratio of the best runs are printed (on a shared CPU
+other load makes single runs vary by tens of percent; the best run is the least disturbed).
+On a busy CPU also pass ``--threads 1``: oversubscribed OpenMP threads slow both loops ~8x.
 
 On CUDA it also measures Inception-v3 at 299 px, batch 128, bf16 + channels-last (random init:
 speed does not depend on the weights), bare and trainable.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -114,16 +117,20 @@ def compare(cfg: TrainConfig, n_train: int, n_val: int, repeats: int) -> dict:
         "bf16": cfg.bf16 and device.type == "cuda", "threads": torch.get_num_threads(),
         "bare_img_s": statistics.median(bare), "trainable_img_s": statistics.median(train),
         "trainable_whole_epoch_img_s": statistics.median(whole),
+        "bare_runs": [round(v, 1) for v in bare], "trainable_runs": [round(v, 1) for v in train],
     }
     row["ratio"] = row["trainable_img_s"] / row["bare_img_s"]
+    row["ratio_best"] = max(train) / max(bare)  # robust to other load on a shared machine
     return row
 
 
 def _print(row: dict) -> None:
     print(f"{row['backbone']} {row['variant']} {row['size']}px batch {row['batch']} on "
           f"{row['device']} (bf16={row['bf16']}, threads={row['threads']}):")
-    print(f"  bare loop        {row['bare_img_s']:9.1f} img/s")
-    print(f"  trainable        {row['trainable_img_s']:9.1f} img/s   ratio {row['ratio']:.3f}")
+    print(f"  bare loop        {row['bare_img_s']:9.1f} img/s   runs {row['bare_runs']}")
+    print(f"  trainable        {row['trainable_img_s']:9.1f} img/s   runs {row['trainable_runs']}")
+    print(f"  ratio            {row['ratio']:9.3f}   (medians; best-of-runs "
+          f"{row['ratio_best']:.3f})")
     print(f"  trainable, whole epoch (+val, +checkpoint) "
           f"{row['trainable_whole_epoch_img_s']:.1f} img/s", flush=True)
 
@@ -156,7 +163,8 @@ def main(argv: list[str] | None = None) -> None:
                           batch_size=128, **common)
         rows.append(compare(inc, a.inception_train, 256, max(a.repeats - 1, 1)))
         _print(rows[-1])
-    machine = {"platform": platform.platform(), "cpus": torch.get_num_threads(),
+    machine = {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+               "torch_threads": torch.get_num_threads(),
                "torch": torch.__version__,
                "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
     print("machine:", machine)
