@@ -267,3 +267,10 @@ def test_default_config_is_f03_sized() -> None:
     config = SynthConfig()
     assert (config.width, config.height) == (720, 1167)
     assert math.isclose(config.malignant_fraction, 0.5)
+
+
+def test_config_accepts_lists_from_yaml() -> None:
+    config = SynthConfig(width=360, height=584, radius_range=[8, 24], contrast_range=[5, 20])
+    assert config.radius_range == (8.0, 24.0) and config.contrast_range == (5.0, 20.0)
+    assert hash(config) == hash(SynthConfig(width=360, height=584, radius_range=(8.0, 24.0),
+                                            contrast_range=(5.0, 20.0)))

@@ -55,7 +55,11 @@ _VIEWS = {(False, False): (1, "RCC"), (True, False): (2, "LCC"),
 class SynthConfig:
     """What to generate. Sizes in pixels of the written films; grey levels on the 0–255 scale.
 
-    Difficulty knobs (defaults calibrated with ``bench/synthetic_difficulty.py``):
+    Difficulty knobs. The defaults were calibrated with ``bench/synthetic_difficulty.py``
+    (150 patients, seeds 0–2): the latent score alone allows at most 93.8 % accuracy; frozen
+    ImageNet EfficientNet-Lite0 features + logistic regression reach 86–95 % on max(w, h, 150)
+    crops at 96 px (86–92 % on the quick study's 64 px bounding-square ROIs, ~70 % on 299 px
+    crops shrunk to 96 px), random-init features 49–61 %.
 
     - ``shape_overlap``: 0 = benign and malignant shapes fully separated (round/oval vs
       irregular/spiculated), 1 = identical shape distributions (labels carry no image signal).
@@ -63,8 +67,9 @@ class SynthConfig:
       (benign) or ``U(.5, 1)`` (malignant) and ``u ~ U(0, 1)``; ``s`` drives lobulation,
       irregularity, spicule count/length and margin blur.
     - ``radius_range``: mean body radius of a mass, px (log-uniform, same for both classes).
-    - ``contrast_range``: grey levels the mass adds at its rim (its centre adds ~1.5×), uniform,
-      same for both classes. Tissue texture std is ~12–20 grey levels, so low values are subtle.
+    - ``contrast_range``: grey levels a mass adds at its centre (0.65× that just inside its
+      rim), uniform, same for both classes. Tissue varies by ~10–25 grey levels within a mass's
+      neighbourhood, so low values are subtle.
     - ``strands``: fibrous lines per film (spicule-like clutter); ``texture_beta``: tissue
       power-spectrum exponent (P(f) ∝ f^-β); ``grain_std``: white film grain.
     """
@@ -76,8 +81,8 @@ class SynthConfig:
     malignant_fraction: float = 0.5
     two_mass_fraction: float = 0.15  # patients with a second mass (same or other breast)
     non_mass_fraction: float = 0.08  # patients with an extra calcification cluster (nodule = 0)
-    missing_density_fraction: float = 0.05  # rows whose density is written as NaN
-    shape_overlap: float = 0.4
+    missing_density_fraction: float = 0.05  # patients whose density is written as NaN
+    shape_overlap: float = 0.2
     radius_range: tuple[float, float] = (14.0, 45.0)
     contrast_range: tuple[float, float] = (10.0, 30.0)
     strands: int = 30
@@ -85,6 +90,11 @@ class SynthConfig:
     grain_std: float = 2.5
 
     def __post_init__(self) -> None:
+        for name in ("radius_range", "contrast_range"):  # YAML/JSON give lists
+            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+            if len(getattr(self, name)) != 2:
+                raise ValueError(f"SynthConfig.{name} must be a (min, max) pair")
+
         def bad(field: str, why: str) -> None:
             raise ValueError(f"SynthConfig.{field}={getattr(self, field)!r}: {why}")
 
@@ -208,7 +218,7 @@ def _render_patient(subset: Path, patient: _Patient, config: SynthConfig,
                 points = _draw_lesion(rng, img, breast, lesion, shapes, contrasts, config, taken)
                 outlines[(lesion.lesion_id, mlo)] = (code, name, points)
             if config.grain_std:
-                img += rng.normal(0.0, config.grain_std, img.shape).astype(np.float32)
+                img += np.float32(config.grain_std) * rng.standard_normal(img.shape, np.float32)
             path = subset / name
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(np.clip(np.rint(img), 0, 255).astype(np.uint8), mode="L").save(path)
