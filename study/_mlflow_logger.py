@@ -9,6 +9,12 @@ silently: a failed delivery logs a warning with the counts held, a rejected batc
 with what was rejected, and a logger that cannot deliver at ``finish`` writes its buffer to
 ``spill_dir`` (if given) for ``replay_spilled`` to deliver later.
 
+Before each attempt a ``GET /health`` (``probe_timeout_s``, unauthenticated even with
+basic-auth) tells "server away" from "server up" in a second, so a down server costs training
+no time. A server that dies in the middle of a request is left to MLflow's own HTTP retries
+(``MLFLOW_HTTP_REQUEST_MAX_RETRIES``/``_BACKOFF_FACTOR``, minutes by default): that request
+succeeds if the server is back in time, else fails and its entries stay buffered.
+
 Re-sending after a lost reply is harmless: the SQL store drops duplicate metric rows (same key,
 step, timestamp, value), and re-logging a param with the same value is accepted.
 
@@ -46,15 +52,16 @@ class RetryPolicy:
 
     ``flush_every`` buffered metrics, or ``flush_interval_s`` seconds since the last send,
     trigger a send from ``metrics()`` (one attempt, no waiting: training goes on). ``flush()``
-    retries for up to ``flush_wait_s`` seconds, ``finish()`` for up to ``finish_wait_s``; waits
-    between attempts grow from ``backoff_initial_s`` to ``backoff_max_s``. ``probe_timeout_s``
+    retries for up to ``flush_wait_s`` seconds (default 0: one attempt, so a per-epoch flush
+    never stalls training), ``finish()`` for up to ``finish_wait_s``; waits between attempts
+    grow from ``backoff_initial_s`` to ``backoff_max_s``. ``probe_timeout_s``
     bounds the ``/health`` check made before each attempt; ``warn_every_s`` rate-limits the
     "server unreachable" warning.
     """
 
     flush_every: int = 1000
     flush_interval_s: float = 30.0
-    flush_wait_s: float = 30.0
+    flush_wait_s: float = 0.0
     finish_wait_s: float = 120.0
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 15.0

@@ -19,6 +19,7 @@ training study never uses). Together about 0.5 GB in two processes.
 CLI::
 
     python -m study.server start  [--study-dir DIR] [--port P] [--host H] [--timeout S]
+                                  (DIR: the launcher's --runs-dir, default ``runs``)
     python -m study.server stop   [--study-dir DIR]
     python -m study.server status [--study-dir DIR] [--json]
 """
@@ -46,7 +47,7 @@ from study import _mlflow_proc as proc
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_STUDY_DIR = Path("runs/study")
+DEFAULT_STUDY_DIR = Path("runs")  # the launcher's --runs-dir default
 _STOP_GRACE_S = 10.0
 _SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
@@ -267,10 +268,17 @@ def ensure_server(
         previous = _read_record(paths)
         if previous is not None and _is_our_server(previous):
             if port is None or port == previous.port:
-                _wait_healthy(previous, timeout_s, child=None)
-                logger.info("reusing MLflow server %s (pid %d)", previous.url, previous.pid)
-                return dataclasses.replace(previous, reused=True)
-            _stop(paths, previous)
+                try:
+                    _wait_healthy(previous, timeout_s, child=None)
+                except ServerError as e:
+                    if _is_our_server(previous):  # alive but silent: hung, not ours to kill
+                        raise ServerError(f"{e}\nStop it with: python -m study.server stop "
+                                          f"--study-dir {study_dir}") from None
+                else:  # (it died while we waited: start a new one below)
+                    logger.info("reusing MLflow server %s (pid %d)", previous.url, previous.pid)
+                    return dataclasses.replace(previous, reused=True)
+            else:
+                _stop(paths, previous)
         if port is not None and not proc.port_free(host, port):
             raise ValueError(f"port {port} on {host} is in use; pick another or omit --port")
         _warn_if_exposed(host)
@@ -354,10 +362,10 @@ def _parse(argv: list[str] | None) -> _CliArgs:
     p = argparse.ArgumentParser(
         prog="python -m study.server",
         description="Start, stop or inspect the study folder's MLflow tracking server.",
-        epilog="example: python -m study.server start --study-dir runs/study",
+        epilog="example: python -m study.server start --study-dir runs",
     )
     p.add_argument("command", choices=["start", "stop", "status"])
-    p.add_argument("--study-dir", type=Path, default=DEFAULT_STUDY_DIR,
+    p.add_argument("--study-dir", "--runs-dir", type=Path, default=DEFAULT_STUDY_DIR,
                    help=f"study folder holding mlflow/ (default: {DEFAULT_STUDY_DIR})")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default: previous or free)")
