@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from trainables.augment import AugmentParams
 
 if TYPE_CHECKING:
@@ -87,9 +89,18 @@ class TrainConfig:
             if not ok:
                 raise ValueError(f"TrainConfig: {msg}")
 
+        # Searchers may hand over numpy scalars; keep plain Python values (checkpoints load
+        # with weights_only=True, which refuses numpy objects).
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.generic):
+                object.__setattr__(self, f.name, value.item())
         need(not isinstance(self.regime, dict),
              "regime must be a RegimeConfig; use TrainConfig.from_dict for plain dicts")
-        need(bool(self.backbone), "backbone must name a registered backbone")
+        from trainables.backbones import available_backbones
+
+        need(self.backbone in available_backbones(),
+             f"backbone {self.backbone!r} is not registered; available: {available_backbones()}")
         need(self.input_size is None or self.input_size >= 16,
              f"input_size must be None (backbone default) or >= 16 px, got {self.input_size}")
         need(self.max_epochs >= 1, f"max_epochs must be >= 1, got {self.max_epochs}")
@@ -108,7 +119,7 @@ class TrainConfig:
              f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         need(self.threads is None or self.threads >= 1,
              f"threads must be None or >= 1, got {self.threads}")
-        need(isinstance(self.seed, int) and self.seed >= 0,
+        need(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
              f"seed must be a non-negative int, got {self.seed!r}")
         self.augment_params  # noqa: B018 -- validates the ranges
 
@@ -125,8 +136,8 @@ class TrainConfig:
         return self.eval_batch_size or self.batch_size
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (the regime as a dict), e.g. for logging or a checkpoint."""
-        return dataclasses.asdict(self)
+        """Plain nested dict of Python values (the regime as a dict), for logs and checkpoints."""
+        return _plain(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -138,7 +149,23 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"TrainConfig: unknown keys {unknown}; known: {sorted(names)}")
         d = dict(d)
+        if "regime" not in d:
+            raise ValueError("TrainConfig: 'regime' is required (a RegimeConfig or its dict)")
         regime = d.pop("regime")
         if isinstance(regime, dict):
-            regime = RegimeConfig(**regime)
+            try:
+                regime = RegimeConfig(**regime)
+            except TypeError as e:
+                raise ValueError(f"TrainConfig: regime: {e}") from None
         return cls(regime=regime, **d)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy scalars turned into Python ones, recursively through dicts/lists."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -247,6 +247,8 @@ def test_split_leakage_is_refused_before_training(tmp_path):
     ("device", "gpu", "device"),
     ("threads", 0, "threads"),
     ("input_size", 8, "input_size"),
+    ("backbone", "resnet50", "not registered"),
+    ("seed", -1, "seed"),
 ])
 def test_config_validation_names_the_field(field, value, message):
     with pytest.raises(ValueError, match=message):
@@ -261,3 +263,14 @@ def test_config_defaults_are_the_papers_and_round_trip():
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown keys \\['epochs'\\]"):
         TrainConfig.from_dict({**cfg.to_dict(), "epochs": 3})
+    numpy_values = TrainConfig(RegimeConfig("FTED", base_lr=np.float64(1e-3)), seed=np.int64(3))
+    assert type(numpy_values.seed) is int
+    assert type(numpy_values.to_dict()["regime"]["base_lr"]) is float
+
+
+def test_resized_uint16_rois_train(tmp_path):
+    """16-bit ROIs of 48 px feed a 40 px model: resized on the device, GCN makes scale moot."""
+    rois16 = dataclasses.replace(ROIS, images=ROIS.images.astype(np.uint16) * 257)
+    result = run_trial(config("1FT", max_epochs=1, input_size=40), rois16, SPLIT,
+                       checkpoint_dir=tmp_path, phase="evaluate")
+    assert result.epochs_run == 1 and math.isfinite(result.test_loss)
