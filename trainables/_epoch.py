@@ -71,7 +71,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, part: Partit
     frozen = backbone_frozen(model)
     n = len(part)
     order = torch.randperm(n, generator=shuffle_generator).to(part.labels.device)
-    total = torch.zeros((), dtype=torch.float64, device=part.labels.device)
+    total = torch.zeros((), dtype=torch.float32, device=part.labels.device)  # (MPS: no f64)
     seen = 0
     for start in range(0, n, batch_size):
         idx = order[start:start + batch_size]
@@ -113,7 +113,7 @@ def predict(model: nn.Module, part: Partition, *, batch_size: int,
         probs.append(logits.softmax(-1)[:, 1])
     part.passes += 1
     loss = float(torch.stack(losses).sum().item() / max(len(part), 1))
-    return loss, torch.cat(probs).double().cpu().numpy()
+    return loss, torch.cat(probs).cpu().numpy().astype(np.float64)
 
 
 @torch.no_grad()

@@ -57,8 +57,10 @@ class TrainConfig:
         bf16: bf16 autocast (CUDA only; CPU runs stay float32 and bit-reproducible).
         channels_last: channels-last memory format (CUDA only).
         cudnn_benchmark: let cuDNN pick the fastest kernels (CUDA only).
-        checkpoint_best: keep the best weights in the checkpoint directory (needed by
-            ``restore_best`` across a resume).
+        checkpoint_every: write the checkpoint every that many epochs (and always at the end
+            and when told to stop). 1 (default) = every epoch, so a trial resumes from any
+            epoch; larger values save time where the model is big and epochs are short (the
+            paper profile on a GPU: a ~440 MB checkpoint vs a sub-second epoch).
     """
 
     regime: RegimeConfig
@@ -83,6 +85,7 @@ class TrainConfig:
     bf16: bool = True
     channels_last: bool = True
     cudnn_benchmark: bool = True
+    checkpoint_every: int = 1
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -117,6 +120,8 @@ class TrainConfig:
              f"got {self.early_stopping_patience}")
         need(bool(_DEVICE.match(self.device)),
              f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        need(self.checkpoint_every >= 1,
+             f"checkpoint_every must be >= 1 epoch, got {self.checkpoint_every}")
         need(self.threads is None or self.threads >= 1,
              f"threads must be None or >= 1, got {self.threads}")
         need(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,

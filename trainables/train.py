@@ -50,7 +50,7 @@ Reporter = Callable[[dict[str, float]], "str | None"]
 
 #: Config fields that change speed but not results; they may differ when a trial resumes.
 SPEED_ONLY_FIELDS = frozenset({"device", "threads", "bf16", "channels_last", "cudnn_benchmark",
-                               "eval_batch_size"})
+                               "eval_batch_size", "checkpoint_every"})
 #: Per-epoch metric keys that measure time, not the model (they differ between runs).
 TIMING_KEYS = frozenset({"images_per_s", "epoch_time_s", "checkpoint_time_s"})
 
@@ -180,9 +180,12 @@ def run_trial(config: TrainConfig, rois: RoiSet, split: Split, *,
         reporter: called after every epoch (after its checkpoint is written) with the epoch's
             metrics: ``epoch``, ``train_loss``, ``val_loss``, ``val_acc``, ``val_auc``,
             ``lr/<block>`` for every block that trains, ``images_per_s`` (training pass),
-            ``epoch_time_s`` (training + validation), ``checkpoint_time_s``, ``best_val_loss``,
+            ``epoch_time_s`` (training + validation), ``checkpoint_time_s`` (0 when none was
+            written), ``checkpoint_epoch`` (the epoch the checkpoint on disk holds; equal to
+            ``epoch`` unless ``config.checkpoint_every > 1``), ``best_val_loss``,
             ``best_epoch``. Returning ``"stop"`` ends the trial
-            (``stop_reason="told_to_stop"``, no test pass).
+            (``stop_reason="told_to_stop"``, no test pass) after making sure the checkpoint
+            holds this epoch.
         checkpoint_dir: where the checkpoint goes; if it already holds one of this trial, the
             trial resumes from it (a finished trial goes straight to its final evaluation).
         phase: ``"search"`` or ``"evaluate"``.
@@ -226,16 +229,25 @@ def run_trial(config: TrainConfig, rois: RoiSet, split: Split, *,
         if not config.augment:
             cache_features(state.model, train, batch_size=config.eval_batch, settings=settings)
 
-    told_to_stop = False
-    while state.finished is None and not told_to_stop:
-        metrics = _epoch(state, train, val, config, settings, directory)
-        t_ckpt = time.perf_counter()
+    def save() -> float:
+        t = time.perf_counter()
         ckpt.save_checkpoint(directory, state.payload(
             {"config": config.to_dict(), "identity": identity},
             elapsed_s=state.prior_s + time.perf_counter() - t0))
+        return time.perf_counter() - t
+
+    told_to_stop, saved_epoch = False, state.epoch
+    while state.finished is None and not told_to_stop:
+        metrics = _epoch(state, train, val, config, settings, directory)
+        t_save = 0.0
+        if state.finished is not None or state.epoch % config.checkpoint_every == 0:
+            t_save, saved_epoch = save(), state.epoch
         if reporter is not None:
-            answer = reporter({**metrics, "checkpoint_time_s": time.perf_counter() - t_ckpt})
+            answer = reporter({**metrics, "checkpoint_time_s": t_save,
+                               "checkpoint_epoch": saved_epoch})
             told_to_stop = answer == "stop" and state.finished is None
+        if told_to_stop and saved_epoch != state.epoch:
+            save()
 
     stop_reason: StopReason = state.finished or "told_to_stop"  # type: ignore[assignment]
     test: dict[str, Any] = {}

@@ -136,6 +136,30 @@ def test_resume_after_any_epoch_equals_uninterrupted(uninterrupted, stop_after, 
         (full.test_auc, full.best_epoch, full.stop_reason)
 
 
+class _Crash(Exception):
+    pass
+
+
+def test_sparse_checkpoints_resume_from_the_last_one(uninterrupted, tmp_path):
+    cfg, _, full = uninterrupted
+    cfg = dataclasses.replace(cfg, checkpoint_every=2)
+    seen: list[tuple[int, int]] = []
+
+    def crash_after_epoch_3(metrics):
+        seen.append((metrics["epoch"], metrics["checkpoint_epoch"]))
+        if metrics["epoch"] == 3:
+            raise _Crash  # the process dies: no clean stop, no extra checkpoint
+
+    with pytest.raises(_Crash):
+        run_trial(cfg, ROIS, SPLIT, checkpoint_dir=tmp_path, phase="evaluate",
+                  reporter=crash_after_epoch_3)
+    assert seen == [(1, 0), (2, 2), (3, 2)]
+    assert ckpt.load_checkpoint(tmp_path)["epoch"] == 2
+    resumed = run_trial(cfg, ROIS, SPLIT, checkpoint_dir=tmp_path, phase="evaluate")
+    assert resumed.partition_passes["train"] == 2  # epochs 3 and 4 again
+    assert resumed.test_probs == full.test_probs
+
+
 def test_finished_trial_resumes_straight_to_its_single_test_pass(uninterrupted):
     cfg, directory, full = uninterrupted
     calls: list[dict] = []
@@ -201,6 +225,13 @@ def test_reporter_stop_ends_cleanly_with_a_checkpoint(tmp_path):
     saved = ckpt.load_checkpoint(tmp_path)
     assert saved["epoch"] == 2 and saved["finished"] is None
     assert not list(tmp_path.glob(".*tmp*")), "temporary files left behind"
+
+
+def test_stop_between_sparse_checkpoints_still_leaves_this_epochs(tmp_path):
+    result = run_trial(config("FE", max_epochs=10, checkpoint_every=5), ROIS, SPLIT,
+                       checkpoint_dir=tmp_path, reporter=lambda m: "stop")
+    assert (result.stop_reason, result.epochs_run) == ("told_to_stop", 1)
+    assert ckpt.load_checkpoint(tmp_path)["epoch"] == 1
 
 
 def test_evaluate_reads_the_test_set_exactly_once(uninterrupted):
