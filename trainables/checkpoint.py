@@ -59,6 +59,7 @@ def rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
     state: dict[str, Any] = {
         "torch_cpu": torch.get_rng_state(),
         "generators": {name: g.get_state() for name, g in generators.items()},
+        "generator_devices": {name: g.device.type for name, g in generators.items()},
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["torch_cuda"] = torch.cuda.get_rng_state_all()
@@ -78,7 +79,13 @@ def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator])
     missing = set(generators) - set(state["generators"])
     if missing:
         raise KeyError(f"checkpoint lacks generator state for {sorted(missing)}")
+    saved_devices = state.get("generator_devices", {})
     for name, g in generators.items():
+        if saved_devices.get(name, g.device.type) != g.device.type:
+            logger.warning("generator %r was saved on %s, now on %s: it restarts from its seed, "
+                           "so draws differ from an uninterrupted run", name,
+                           saved_devices[name], g.device.type)
+            continue
         g.set_state(state["generators"][name].cpu())
 
 

@@ -3,8 +3,9 @@
 :func:`run_trial` trains a backbone + head (built by :mod:`trainables.regimes`) on a split's
 inner-train part, validates on its inner-validation part every epoch, reports the epoch to a
 caller-supplied ``reporter`` (the study layer wires it to Ray Tune; nothing here imports Ray or
-MLflow) and writes a checkpoint every epoch. In the ``"evaluate"`` phase it then restores the best
-weights and reads the test part exactly once; the ``"search"`` phase never loads the test part.
+MLflow) and writes a checkpoint every epoch (or every ``config.checkpoint_every`` epochs). In the
+``"evaluate"`` phase it then restores the best weights and reads the test part exactly once; the
+``"search"`` phase never loads the test part.
 
 Data never leaves the device: each partition's raw ROIs sit there as one uint8 (or int32) tensor,
 and each batch is gathered, normalised and augmented there (see :mod:`trainables.augment`).
