@@ -287,6 +287,7 @@ class TrainSpec:
     bf16: bool = True
     channels_last: bool = True
     cudnn_benchmark: bool = True
+    checkpoint_every: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in names(TrainSpec)}
@@ -316,6 +317,7 @@ def parse_train(top: Section) -> tuple[TrainSpec, frozenset[str]]:
         bf16=s.boolean("bf16", d.bf16),
         channels_last=s.boolean("channels_last", d.channels_last),
         cudnn_benchmark=s.boolean("cudnn_benchmark", d.cudnn_benchmark),
+        checkpoint_every=s.integer("checkpoint_every", d.checkpoint_every, min=1),
     )
     return out, frozenset(s.data)
 

@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -330,7 +331,8 @@ def test_bad_spec_names_file_key_and_reason(tmp_path, mutate, key, reason):
 
 
 def test_error_gives_the_line_of_the_key(tmp_path):
-    text = shipped_path("quick").read_text().replace("reduction_factor: 2", "reduction_factor: 1")
+    text = re.sub(r"reduction_factor: [\d.]+", "reduction_factor: 1",
+                  shipped_path("quick").read_text(), count=1)
     line = next(i for i, t in enumerate(text.splitlines(), 1) if "reduction_factor: 1" in t)
     path = write(tmp_path, text, "quick.yaml")
     with pytest.raises(SpecError, match=rf"quick.yaml: search.asha.reduction_factor: .*"
@@ -454,10 +456,10 @@ def test_fingerprint_is_stable_across_formatting_and_key_order(tmp_path):
 
 
 @pytest.mark.parametrize("knob", [
-    _set("search.trials", 3), _set("search.asha.max_epochs", 3),
-    _set("search.asha.grace_period", 2), _set("search.asha.reduction_factor", 3),
+    _set("search.trials", 3), _set("search.asha.max_epochs", 5),
+    _set("search.asha.grace_period", 2), _set("search.asha.reduction_factor", 4),
     _set("evaluation.max_epochs", 4), _set("splits.n_splits", 2), _set("roi.size", 48),
-    _set("dataset.synthetic.patients", 60), _set("train.batch_size", 16),
+    _set("dataset.synthetic.patients", 60), _set("train.batch_size", 8),
     _set("variants", ["FE", "FTED"]), _set("search.seed", 1),
 ])
 def test_fingerprint_changes_with_any_budget_knob(knob):
