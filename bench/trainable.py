@@ -8,7 +8,8 @@ pre-made random float batch through forward, cross-entropy, backward and optimis
 nothing else. Goal (issue 4): ratio >= 0.95. The two are measured alternately ``--repeats``
 times; the ratio of the medians and the ratio of the best runs are printed (on a shared CPU
 other load makes single runs vary by tens of percent; the best run is the least disturbed).
-On a busy CPU also pass ``--threads 1``: oversubscribed OpenMP threads slow both loops ~8x.
+Threads default to 1: on a busy CPU oversubscribed OpenMP threads slow both loops up to ~10x
+(``--threads 2`` or ``0`` for torch's default when the machine is idle).
 
 On CUDA it also measures Inception-v3 at 299 px, batch 128, bf16 + channels-last (random init:
 speed does not depend on the weights), bare and trainable.
@@ -145,14 +146,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--val", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: stable on a shared CPU; 0 = torch's own)")
     p.add_argument("--no-bf16", action="store_true")
     p.add_argument("--no-inception", action="store_true", help="skip the CUDA Inception run")
     p.add_argument("--inception-train", type=int, default=1024)
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
     a = p.parse_args(argv)
 
-    common = dict(max_epochs=2, device=a.device, threads=a.threads, bf16=not a.no_bf16,
+    common = dict(max_epochs=2, device=a.device, threads=a.threads or None, bf16=not a.no_bf16,
                   pretrained=False, early_stopping_patience=None)
     cfg = TrainConfig(RegimeConfig(a.variant), backbone=a.backbone, input_size=a.size,
                       batch_size=a.batch, **common)
