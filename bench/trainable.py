@@ -107,6 +107,7 @@ def compare(cfg: TrainConfig, n_train: int, n_val: int, repeats: int) -> dict:
     split = Split(0, np.arange(n_train), np.arange(n_train, n_train + n_val), np.array([], int),
                   "bench")
     bare, train, whole = [], [], []
+    bare_rate(cfg, n_train, device)  # warm-up, discarded: the process' first run is much slower
     for _ in range(repeats):
         bare.append(bare_rate(cfg, n_train, device))
         t, w = trainable_rate(cfg, rois, split)
