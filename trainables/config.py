@@ -105,7 +105,7 @@ class TrainConfig:
         need(self.backbone in available_backbones(),
              f"backbone {self.backbone!r} is not registered; available: {available_backbones()}")
         need(self.input_size is None or self.input_size >= 16,
-             f"input_size must be None (backbone default) or >= 16 px, got {self.input_size}")
+             f"input_size must be None (the ROI side) or >= 16 px, got {self.input_size}")
         need(self.max_epochs >= 1, f"max_epochs must be >= 1, got {self.max_epochs}")
         need(self.batch_size >= 2,
              f"batch_size must be >= 2 (BatchNorm needs 2 samples), got {self.batch_size}")
