@@ -103,11 +103,13 @@ def trainable_rate(cfg: TrainConfig, rois: RoiSet, split: Split) -> tuple[float,
 
 def compare(cfg: TrainConfig, n_train: int, n_val: int, repeats: int) -> dict:
     device = resolve_device(cfg.device)
+    if cfg.threads is not None:  # as run_trial does; the bare loop must run with the same
+        torch.set_num_threads(cfg.threads)
     rois = synthetic_rois(n_train + n_val, cfg.input_size)
     split = Split(0, np.arange(n_train), np.arange(n_train, n_train + n_val), np.array([], int),
                   "bench")
     bare, train, whole = [], [], []
-    bare_rate(cfg, n_train, device)  # warm-up, discarded: the process' first run is much slower
+    bare_rate(cfg, n_train, device)  # warm-up, discarded
     for _ in range(repeats):
         bare.append(bare_rate(cfg, n_train, device))
         t, w = trainable_rate(cfg, rois, split)
@@ -141,9 +143,11 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--variant", default="AllFT")
-    p.add_argument("--size", type=int, default=64, help="ROI = input side, px")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--train", type=int, default=128, help="training images per epoch")
+    p.add_argument("--size", type=int, default=None,
+                   help="ROI = input side, px (default 64 on CPU, 224 on CUDA)")
+    p.add_argument("--batch", type=int, default=None, help="default 32 on CPU, 128 on CUDA")
+    p.add_argument("--train", type=int, default=None,
+                   help="training images per epoch (default 128 on CPU, 2048 on CUDA)")
     p.add_argument("--val", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="auto")
@@ -157,11 +161,13 @@ def main(argv: list[str] | None = None) -> None:
 
     common = dict(max_epochs=2, device=a.device, threads=a.threads or None, bf16=not a.no_bf16,
                   pretrained=False, early_stopping_patience=None)
-    cfg = TrainConfig(RegimeConfig(a.variant), backbone=a.backbone, input_size=a.size,
-                      batch_size=a.batch, **common)
-    rows = [compare(cfg, a.train, a.val, a.repeats)]
+    cuda = resolve_device(a.device).type == "cuda"
+    size, batch, n_train = (224, 128, 2048) if cuda else (64, 32, 128)
+    cfg = TrainConfig(RegimeConfig(a.variant), backbone=a.backbone, input_size=a.size or size,
+                      batch_size=a.batch or batch, **common)
+    rows = [compare(cfg, a.train or n_train, a.val, a.repeats)]
     _print(rows[-1])
-    if resolve_device(a.device).type == "cuda" and not a.no_inception:
+    if cuda and not a.no_inception:
         inc = TrainConfig(RegimeConfig("AllFT"), backbone="inception_v3", input_size=299,
                           batch_size=128, **common)
         rows.append(compare(inc, a.inception_train, 256, max(a.repeats - 1, 1)))
