@@ -186,7 +186,8 @@ def run_trial(config: TrainConfig, rois: RoiSet, split: Split, *,
             ``epoch`` unless ``config.checkpoint_every > 1``), ``best_val_loss``,
             ``best_epoch``. Returning ``"stop"`` ends the trial
             (``stop_reason="told_to_stop"``, no test pass) after making sure the checkpoint
-            holds this epoch.
+            holds this epoch; on the trial's last epoch the natural reason (``"budget"``,
+            ``"early_stop"``) wins and the trial finishes normally.
         checkpoint_dir: where the checkpoint goes; if it already holds one of this trial, the
             trial resumes from it (a finished trial goes straight to its final evaluation).
         phase: ``"search"`` or ``"evaluate"``.
