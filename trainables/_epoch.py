@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from trainables._partition import Partition
 from trainables.augment import AugmentParams, prepare_batch
+from trainables.head import Classifier
 
 
 @dataclass(frozen=True)
@@ -48,19 +48,19 @@ class StepSettings:
         return x
 
 
-def backbone_frozen(model: nn.Module) -> bool:
+def backbone_frozen(model: Classifier) -> bool:
     """Whether no backbone parameter trains (then it runs without autograd, features cacheable)."""
     return not any(p.requires_grad for p in model.backbone.parameters())
 
 
-def _features(model: nn.Module, x: torch.Tensor, frozen: bool) -> torch.Tensor:
+def _features(model: Classifier, x: torch.Tensor, frozen: bool) -> torch.Tensor:
     if frozen:
         with torch.no_grad():
             return model.backbone(x)
     return model.backbone(x)
 
 
-def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, part: Partition, *,
+def train_epoch(model: Classifier, optimizer: torch.optim.Optimizer, part: Partition, *,
                 batch_size: int, settings: StepSettings, augment: AugmentParams | None,
                 aug_generator: torch.Generator, shuffle_generator: torch.Generator) -> float:
     """One pass over ``part`` in a shuffled order; returns the mean training loss.
@@ -96,7 +96,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, part: Partit
 
 
 @torch.no_grad()
-def predict(model: nn.Module, part: Partition, *, batch_size: int,
+def predict(model: Classifier, part: Partition, *, batch_size: int,
             settings: StepSettings) -> tuple[float, np.ndarray]:
     """Evaluation pass (eval mode, no augmentation): mean loss and ``(N,)`` p(malignant)."""
     model.eval()
@@ -117,7 +117,7 @@ def predict(model: nn.Module, part: Partition, *, batch_size: int,
 
 
 @torch.no_grad()
-def cache_features(model: nn.Module, part: Partition, *, batch_size: int,
+def cache_features(model: Classifier, part: Partition, *, batch_size: int,
                    settings: StepSettings) -> None:
     """Compute the frozen backbone's features of ``part`` once (no augmentation).
 

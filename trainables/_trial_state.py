@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from trainables import checkpoint as ckpt
 from trainables._early_stopping import EarlyStopping
 from trainables.config import TrainConfig
+from trainables.head import Classifier
 from trainables.regimes import build_model, make_optimizer, make_plateau_scheduler
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def derive_seeds(seed: int) -> dict[str, int]:
 class TrialState:
     """Model, optimiser, schedule, stopping rule, generators and progress of one trial."""
 
-    model: nn.Module
+    model: Classifier
     optimizer: torch.optim.Optimizer
     scheduler: Any
     stopper: EarlyStopping

@@ -36,6 +36,7 @@ from trainables._partition import Partition
 from trainables._roiset import RoiSet
 from trainables._trial_state import TrialState, derive_seeds
 from trainables.config import TrainConfig
+from trainables.head import Classifier
 from trainables.metrics import RocCurve, accuracy, roc_auc, roc_curve, youden_point
 from trainables.regimes import lr_table
 from trainables.splits import Split
@@ -314,7 +315,7 @@ def _restore_best(state: TrialState, config: TrainConfig, directory: Path) -> No
     state.model.load_state_dict(ckpt.load_best(directory, state.best_file))
 
 
-def _evaluate_test(model: torch.nn.Module, rois: RoiSet, split: Split, config: TrainConfig,
+def _evaluate_test(model: Classifier, rois: RoiSet, split: Split, config: TrainConfig,
                    settings: StepSettings, device: torch.device) -> dict[str, Any]:
     """The one pass over the test partition and its metrics (as ``TrialResult`` fields)."""
     test = Partition.from_rois("test", rois, split.test, device)
