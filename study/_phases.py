@@ -46,7 +46,7 @@ def search_groups(spec: StudySpec) -> list[Group]:
 
 
 def run_search(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path, *,
-               resume: bool) -> GroupedOptunaSearcher:
+               resume: bool, storage: str | None = None) -> GroupedOptunaSearcher:
     groups = search_groups(spec)
     searcher = GroupedOptunaSearcher(
         groups, storage_url=f"sqlite:///{(study_dir / 'optuna.db').resolve()}",
@@ -57,11 +57,11 @@ def run_search(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path, *,
     scheduler = GroupedASHA(max_t=asha.max_epochs, grace_period=asha.grace_period,
                             reduction_factor=asha.reduction_factor)
     total = sum(max(0, g.budget - searcher.started(g.key)) for g in groups)
-    path = (study_dir / "ray").resolve()
+    path = storage or str((study_dir / "ray").resolve())  # a folder or a URI (s3://...)
     name = "search"
     progress = Progress("search", total)
-    if resume and tune.Tuner.can_restore(str(path / name)):
-        tuner = tune.Tuner.restore(str(path / name), trainable=_trainable(ctx),
+    if resume and tune.Tuner.can_restore(f"{path}/{name}"):
+        tuner = tune.Tuner.restore(f"{path}/{name}", trainable=_trainable(ctx),
                                    resume_errored=True)
     elif total == 0:
         return searcher
@@ -71,7 +71,7 @@ def run_search(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path, *,
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
                                         num_samples=total, metric=METRIC, mode=MODE,
                                         reuse_actors=True),
-            run_config=tune.RunConfig(name=name, storage_path=str(path), verbose=0,
+            run_config=tune.RunConfig(name=name, storage_path=path, verbose=0,
                                       callbacks=[progress],
                                       failure_config=tune.FailureConfig(max_failures=2)))
     tuner.fit()
@@ -98,20 +98,21 @@ def best_configs(spec: StudySpec, searcher: GroupedOptunaSearcher) -> dict[tuple
 
 
 def run_evaluation(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path,
-                   configs: dict[tuple[str, int], dict], *, resume: bool) -> list[dict]:
+                   configs: dict[tuple[str, int], dict], *, resume: bool,
+                   storage: str | None = None) -> list[dict]:
     """Train each split's best configuration on train+val and test it once."""
     items = [{"variant": v, "split": k, **values} for (v, k), values in configs.items()]
-    path = (study_dir / "ray").resolve()
+    path = storage or str((study_dir / "ray").resolve())  # a folder or a URI (s3://...)
     name = "evaluate"
     progress = Progress("evaluate", len(items))
     trainable = _trainable(ctx)
-    if resume and tune.Tuner.can_restore(str(path / name)):
-        tuner = tune.Tuner.restore(str(path / name), trainable=trainable, resume_errored=True)
+    if resume and tune.Tuner.can_restore(f"{path}/{name}"):
+        tuner = tune.Tuner.restore(f"{path}/{name}", trainable=trainable, resume_errored=True)
     else:
         tuner = tune.Tuner(
             trainable, param_space={"cfg": tune.grid_search(items)},
             tune_config=tune.TuneConfig(reuse_actors=True),
-            run_config=tune.RunConfig(name=name, storage_path=str(path), verbose=0,
+            run_config=tune.RunConfig(name=name, storage_path=path, verbose=0,
                                       callbacks=[progress],
                                       failure_config=tune.FailureConfig(max_failures=2)))
     grid = tuner.fit()

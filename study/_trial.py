@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +85,8 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
                 tracking.client_for(ctx.tracking_uri), ctx.experiment_id, ctx.parent_run_id,
                 phase=ctx.phase, variant=cfg.regime.variant, split=split.index,
                 trial=trial_id, params=_flat_params(cfg, config),
-                tags={**ctx.tags, **_role_tags(ctx.spec, cfg.regime.variant)})
+                tags={**ctx.tags, **_role_tags(ctx.spec, cfg.regime.variant),
+                      **_node_tags()})
             run_file.write_text(run_id)
         logger = tracking.RunLogger(ctx.tracking_uri, run_id)
 
@@ -142,6 +144,13 @@ def _flat_params(cfg: TrainConfig, config: dict[str, Any]) -> dict[str, Any]:
     params.update({k: v for k, v in dataclasses.asdict(cfg).items() if k != "regime"})
     params["optuna_trial"] = config.get("optuna_trial")
     return params
+
+
+def _node_tags() -> dict[str, str]:
+    """Where the trial ran: the Ray node (one id per node, also on one machine) and host."""
+    import ray
+
+    return {"node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname()}
 
 
 def _role_tags(spec: StudySpec, variant: str) -> dict[str, str]:

@@ -12,6 +12,8 @@ Examples::
     python -m study.launch --space paper --data /data/BCDR-F03_dataset --data-format bcdr
     python -m study.launch --tracking-uri http://mlflow.internal:5000 --study fted-ablation
     python -m study.launch --resume                          # continue an interrupted study
+    python -m study.launch --cluster ray_cluster.yaml --space paper \
+        --data /data/BCDR-F03_dataset --data-format bcdr --storage-path s3://bucket/tlstudy
 """
 
 from __future__ import annotations
@@ -50,10 +52,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted study of this name (same parent run)")
     p.add_argument("--cluster", type=Path, default=None,
-                   help="Ray cluster-launcher config (ray_cluster.yaml) to run on a GPU cluster")
+                   help="Ray cluster-launcher config (ray_cluster.yaml): bring the cluster up "
+                        "(or attach) and run the study on it as a Ray job, e.g. --cluster "
+                        "ray_cluster.yaml --space paper --storage-path s3://bucket/tlstudy")
+    p.add_argument("--storage-path", default=None,
+                   help="Tune's checkpoints and experiment state (default RUNS_DIR/STUDY/ray); "
+                        "with --cluster, storage every node reaches: s3://bucket/prefix, an NFS "
+                        "mount")
+    p.add_argument("--dry-run", action="store_true",
+                   help="with --cluster: validate and print the cluster commands, run nothing")
+    p.add_argument("--on-head", action="store_true",
+                   help="internal: the driver job on the cluster's head (--cluster submits it)")
     args = p.parse_args(argv)
     if (args.data is None) != (args.data_format is None):
         p.error("--data and --data-format go together")
+    if (args.on_head or args.dry_run) and args.cluster is None:
+        p.error("--on-head and --dry-run go with --cluster")
     return args
 
 
@@ -62,10 +76,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress line, not Tune's tables
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     warnings.filterwarnings("ignore", category=FutureWarning)
-    if args.cluster is not None:
-        print("error: --cluster is not available yet (the cluster part of issue 5); run "
-              "locally or attach with RAY_ADDRESS set", file=sys.stderr)
-        return 2
     from trainables.backbones import available_backbones
 
     space = "smoke" if args.smoke_test else (args.space or "quick")
@@ -78,8 +88,21 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    runs = args.runs_dir.resolve()
+    if args.cluster is not None and not args.on_head:
+        return _on_cluster(args, spec, space)
+    runs = args.runs_dir.expanduser().resolve()
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    on_cluster: dict = {}
+    if args.on_head:
+        from study.cluster import ClusterError, head_settings
+
+        try:
+            head = head_settings(args.cluster, runs, uri)
+        except ClusterError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        uri = head.tracking_uri
+        on_cluster = {"address": head.address, "resources": head.resources}
     if uri is None:
         from study.server import ServerError, ensure_server
 
@@ -94,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     from study.run import run_study
 
     try:
-        run_study(spec, runs / spec.name, uri, resume=args.resume)
+        run_study(spec, runs / spec.name, uri, resume=args.resume,
+                  storage_path=args.storage_path, **on_cluster)
     except (DatasetError, SpecError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -103,6 +127,25 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print(f"MLflow UI: {uri}")
     return 0
+
+
+def _on_cluster(args: argparse.Namespace, spec, space: str) -> int:
+    """``--cluster``: validate, bring the cluster up or attach, run the study as a Ray job."""
+    from study.cluster import ClusterError, ClusterRequest, space_argument, submit
+
+    try:
+        request = ClusterRequest(
+            config=args.cluster, space=space_argument(space, spec), study=args.study,
+            data=None if args.data is None else str(args.data), data_format=args.data_format,
+            storage_path=args.storage_path, tracking_uri=args.tracking_uri,
+            resume=args.resume, dry_run=args.dry_run)
+        return submit(request, spec)
+    except ClusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("detached: the study job keeps running on the cluster", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import logging
 import os
 import platform
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,16 @@ class StudyOutcome:
 
 
 def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bool = False,
-              echo: Any = print) -> StudyOutcome:
-    """Run (or, with ``resume``, continue) ``spec`` with its files under ``study_dir``."""
+              echo: Any = print, address: str | None = None, storage_path: str | None = None,
+              resources: Mapping[str, float] | None = None) -> StudyOutcome:
+    """Run (or, with ``resume``, continue) ``spec`` with its files under ``study_dir``.
+
+    ``address``: a running Ray cluster to join (default: a local Ray on this machine's cores).
+    ``storage_path``: where Tune keeps trial checkpoints and experiment state, under
+    ``<storage_path>/<study name>`` (default ``study_dir/ray``); a multi-node cluster needs
+    storage every node reaches (``s3://...``, an NFS mount). ``resources``: what the cluster can
+    reach, to check the space against (an autoscaling cluster's GPU workers may not be up
+    yet; default: what Ray has now)."""
     import ray
 
     from study import _phases, _trial
@@ -44,10 +53,16 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
     echo(f"data: {data.counts['views']} ROIs of {data.counts['patients']} patients "
          f"({data.counts['benign']} benign, {data.counts['malignant']} malignant), "
          f"{len(data.splits)} outer splits, fingerprint {data.rois.fingerprint}")
-    if not ray.is_initialized():
+    if not ray.is_initialized() and address is not None:
+        ray.init(address=address, configure_logging=False, log_to_driver=False)
+    elif not ray.is_initialized():
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, configure_logging=False,
                  log_to_driver=False)
-    check_resources(spec, ray.cluster_resources())
+    check_resources(spec, resources if resources is not None else ray.cluster_resources())
+    if storage_path and "://" not in storage_path:  # a shared folder (NFS mount)
+        storage_path = str(Path(storage_path).expanduser().resolve())
+    storage = (f"{storage_path.rstrip('/')}/{spec.name}" if storage_path
+               else str((study_dir / "ray").resolve()))
 
     client = tracking.client_for(tracking_uri)
     exp_id = tracking.experiment_for(client, spec.name)
@@ -74,10 +89,11 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
                                    experiment_id=exp_id, parent_run_id=parent, tags=tags)
     status = "FAILED"
     try:
-        searcher = _phases.run_search(spec, context("search"), study_dir, resume=resume)
+        searcher = _phases.run_search(spec, context("search"), study_dir, resume=resume,
+                                      storage=storage)
         configs = _phases.best_configs(spec, searcher)
         rows = _phases.run_evaluation(spec, context("evaluate"), study_dir, configs,
-                                      resume=resume)
+                                      resume=resume, storage=storage)
         table = table1(rows)
         text = format_table1(table)
         if spec.search.mode == "shared":
