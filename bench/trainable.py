@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="ROI = input side, px (default 64 on CPU, 224 on CUDA)")
     p.add_argument("--batch", type=int, default=None, help="default 32 on CPU, 128 on CUDA")
     p.add_argument("--train", type=int, default=None,
-                   help="training images per epoch (default 128 on CPU, 2048 on CUDA)")
+                   help="training images per epoch (default 192 on CPU, 2048 on CUDA)")
     p.add_argument("--val", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="auto")
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     common = dict(max_epochs=2, device=a.device, threads=a.threads or None, bf16=not a.no_bf16,
                   pretrained=False, early_stopping_patience=None)
     cuda = resolve_device(a.device).type == "cuda"
-    size, batch, n_train = (224, 128, 2048) if cuda else (64, 32, 128)
+    size, batch, n_train = (224, 128, 2048) if cuda else (64, 32, 192)
     cfg = TrainConfig(RegimeConfig(a.variant), backbone=a.backbone, input_size=a.size or size,
                       batch_size=a.batch or batch, **common)
     rows = [compare(cfg, a.train or n_train, a.val, a.repeats)]
