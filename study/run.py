@@ -106,6 +106,8 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
         if missing:
             echo("missing evaluations: " + ", ".join(f"{v} split {k}" for v, k in missing))
             logger.tags({"missing_evaluations": ";".join(f"{v}/{k}" for v, k in missing)})
+        logger.flush()
+        build_report(tracking_uri, spec.name, parent, study_dir, echo)
         status = "FINISHED"
         return StudyOutcome(parent, exp_id, table, rows)
     except KeyboardInterrupt:
@@ -115,6 +117,27 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
         tracking.close_dangling_runs(client, exp_id, parent,
                                      status="KILLED" if status != "FAILED" else "FAILED")
         logger.finish(status)  # type: ignore[arg-type]
+
+
+def build_report(tracking_uri: str, study: str, parent: str, study_dir: Path,
+                 echo: Any = print) -> Path | None:
+    """The dashboards report (tables, ROC curves, statistics, HTML) rebuilt from MLflow into
+    ``study_dir/report`` and logged to the parent run. A report that cannot be built is a
+    warning, never a failed study: it can be rebuilt later from MLflow alone."""
+    try:
+        from dashboards.report import ReportConfig, make_report
+
+        result = make_report(ReportConfig(study=study, tracking_uri=tracking_uri,
+                                          out_dir=study_dir / "report", run_id=parent,
+                                          during_study=True))
+    except Exception as e:  # noqa: BLE001 - the study's runs are safe in MLflow either way
+        log.warning("report not built: %s", e, exc_info=True)
+        echo(f"report: not built ({e}); rebuild it with: python -m dashboards.report "
+             f"--study {study} --tracking-uri {tracking_uri} --run {parent}")
+        return None
+    echo(f"report: {result.written.html}"
+         + (" (also in the parent run's artifacts, report/)" if result.logged else ""))
+    return result.written.html
 
 
 def run_tags(spec: StudySpec, data: StudyData) -> dict[str, str]:

@@ -1,0 +1,162 @@
+"""``python -m dashboards.report``: rebuild a study's tables, ROC curves, statistics and HTML
+report from MLflow, and log them as artifacts (``report/``) on the study's parent run.
+
+Examples::
+
+    python -m dashboards.report --study quick
+    python -m dashboards.report --study paper --tracking-uri http://mlflow:5000 --out reports/
+    python -m dashboards.report --study quick --run 3f2a...   # one execution, not the newest
+
+Without ``--tracking-uri``: ``$MLFLOW_TRACKING_URI``, else the managed server of ``runs/``
+(``python -m study.server status``). Exit status 0 (report written, even if the study is
+partial: the report says what is missing), 2 (bad arguments, no such study, no server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from dashboards import build
+from dashboards._load import StudyNotFound, load_study
+
+log = logging.getLogger(__name__)
+ARTIFACT_PATH = "report"
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """What to report and where.
+
+    Attributes:
+        study: MLflow experiment (study name).
+        tracking_uri: MLflow tracking server.
+        out_dir: local folder for the report; its files are also logged to the parent run.
+        run_id: the parent run of one execution; None = the newest.
+        n_boot / seed: bootstrap resamples (>= 2000 for the CIs the tables print) and seed.
+        log_artifacts: upload the folder to the parent run under ``report/``.
+        during_study: made by the launcher before it ends the parent run (RUNNING is fine).
+    """
+
+    study: str
+    tracking_uri: str
+    out_dir: Path
+    run_id: str | None = None
+    n_boot: int = 2000
+    seed: int = 0
+    log_artifacts: bool = True
+    during_study: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.study.strip():
+            raise ValueError("--study must name a study (an MLflow experiment)")
+        if self.n_boot < 1:
+            raise ValueError(f"--n-boot must be >= 1, got {self.n_boot}")
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    written: build.Written
+    computed: build.Computed
+    logged: bool
+
+
+class ServerUnreachable(ConnectionError):
+    """The tracking server does not answer (checked in seconds, before MLflow's own retries,
+    which take minutes)."""
+
+
+def make_report(config: ReportConfig) -> ReportResult:
+    """Load the study from MLflow, compute, draw, write, and log the folder to the parent run.
+
+    Raises:
+        ServerUnreachable: an http(s) tracking URI whose ``/health`` does not answer.
+        StudyNotFound: no such study, or no execution of it.
+    """
+    from study._mlflow_proc import healthy
+    from study.tracking import client_for
+
+    if config.tracking_uri.startswith("http") and not healthy(config.tracking_uri, 5.0):
+        raise ServerUnreachable(f"no MLflow server answers at {config.tracking_uri} "
+                                "(GET /health); start one with: python -m study.server start")
+    client = client_for(config.tracking_uri)
+    runs = load_study(client, config.study, config.run_id, during_study=config.during_study)
+    computed = build.compute(runs, n_boot=config.n_boot, seed=config.seed)
+    written = build.write(computed, config.out_dir)
+    logged = False
+    if config.log_artifacts:
+        try:
+            client.log_artifacts(runs.parent_run_id, str(config.out_dir), ARTIFACT_PATH)
+            logged = True
+        except Exception as e:  # noqa: BLE001 - the local report stands without the upload
+            log.warning("could not log the report to run %s: %s", runs.parent_run_id, e)
+    return ReportResult(written, computed, logged)
+
+
+def default_tracking_uri(runs_dir: Path = Path("runs")) -> str | None:
+    """``$MLFLOW_TRACKING_URI``, else the running managed server of ``runs_dir``."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    from study.server import server_status
+
+    status = server_status(runs_dir)
+    return status.info.url if status.state == "running" and status.info else None
+
+
+def _parse(argv: list[str] | None) -> ReportConfig:
+    p = argparse.ArgumentParser(
+        prog="python -m dashboards.report", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n" + __doc__.split("Examples::")[1].split("Without")[0])
+    p.add_argument("--study", required=True, help="study name (MLflow experiment)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow server; default $MLFLOW_TRACKING_URI, else the managed server "
+                        "of --runs-dir")
+    p.add_argument("--runs-dir", default="runs", type=Path,
+                   help="where the managed MLflow server lives (default: runs)")
+    p.add_argument("--out", default=None, type=Path,
+                   help="output folder (default: <runs-dir>/<study>/report)")
+    p.add_argument("--run", default=None, help="parent run id of one execution (default: "
+                                               "the newest)")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (2000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap / fANOVA seed (0)")
+    p.add_argument("--no-log", action="store_true",
+                   help="do not upload the report to the parent run")
+    a = p.parse_args(argv)
+    uri = a.tracking_uri or default_tracking_uri(a.runs_dir)
+    if uri is None:
+        p.error("no tracking server: pass --tracking-uri, set MLFLOW_TRACKING_URI, or start "
+                f"one with: python -m study.server start --study-dir {a.runs_dir}")
+    try:
+        return ReportConfig(study=a.study, tracking_uri=uri,
+                            out_dir=a.out or a.runs_dir / a.study / "report", run_id=a.run,
+                            n_boot=a.n_boot, seed=a.seed, log_artifacts=not a.no_log)
+    except ValueError as e:
+        p.error(str(e))
+        raise  # unreachable: p.error exits
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    config = _parse(argv)
+    try:
+        result = make_report(config)
+    except (StudyNotFound, ServerUnreachable) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    runs = result.computed.runs
+    print(f"report: {result.written.html}")
+    print(f"study {runs.study}, parent run {runs.parent_run_id} ({runs.parent_status})"
+          + (f", logged to its artifacts under {ARTIFACT_PATH}/" if result.logged else ""))
+    for line in runs.problems:
+        print(f"missing: {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
