@@ -104,7 +104,8 @@ class ClusterConfig:
         """The head's copy of this project: the ``file_mounts`` target whose source is the
         project folder (``~/tlstudy: .``)."""
         for remote, local in (self.data.get("file_mounts") or {}).items():
-            if Path(str(local)).expanduser().resolve() == PROJECT_ROOT:
+            # Ray resolves relative sources against its cwd: the launcher runs it in the project
+            if (PROJECT_ROOT / Path(str(local)).expanduser()).resolve() == PROJECT_ROOT:
                 if not _HOME_PATH.fullmatch(str(remote)) and not str(remote).startswith("/"):
                     break
                 return str(remote)
@@ -274,7 +275,7 @@ def plan(request: ClusterRequest, config: ClusterConfig, *, ray: str = "ray",
     if config.ships_token() and not Path(TOKEN_FILE).expanduser().is_file():
         steps.append(Step("create the cluster's Ray token (file_mounts ships it to every node)",
                           [ray, "get-auth-token", "--generate"]))
-    cfg = str(config.path)
+    cfg = str(config.path.resolve())   # the commands run in the project folder
     steps.append(Step("create the cluster, or attach to it (Ray is not restarted)",
                       [ray, "up", "-y", "--no-restart", cfg]))
     submit = job_submit_argv(driver_argv(request), submission_id=submission_id)

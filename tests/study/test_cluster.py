@@ -232,6 +232,15 @@ def test_a_failed_step_stops_with_its_command_line(tmp_path, shipped):
     assert len(ran) == 1 and ran[0][1:] == ["up", "-y", "--no-restart", str(path)]
 
 
+def test_on_head_the_driver_joins_the_running_ray_and_checks_what_can_be_reached(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")     # what a Ray job's driver is given
+    head = cluster.head_settings(SHIPPED, tmp_path, "http://10.0.0.5:5000")
+    assert head.address == "10.0.0.5:6379"
+    assert head.tracking_uri == "http://10.0.0.5:5000"
+    assert head.resources == {"CPU": 32.0, "GPU": 4.0}      # 4 workers x (8 CPUs, 1 GPU)
+
+
 # ---------------------------------------------------------------- two nodes, for real
 
 TWO_NODES = textwrap.dedent("""
