@@ -14,8 +14,20 @@ from trainables.records import DatasetError, Label, Laterality, LesionRecord, So
 from trainables.rois import RoiConfig, RoiSummary, extract_rois
 from trainables.splits import Split, SplitConfig, make_splits
 
+
+def __getattr__(name: str):  # the torch-heavy parts load on first use
+    if name == "TrainConfig":
+        from trainables.config import TrainConfig
+
+        return TrainConfig
+    if name in ("run_trial", "TrialResult"):
+        from trainables import train
+
+        return getattr(train, name)
+    raise AttributeError(f"module 'trainables' has no attribute {name!r}")
+
 __all__ = [
     "DatasetError", "DatasetProblems", "Label", "Laterality", "LesionRecord", "LoadedDataset",
-    "RoiConfig", "RoiSet", "RoiSummary", "SourceRef", "Split", "SplitConfig", "View",
-    "extract_rois", "load_dataset", "make_splits",
+    "RoiConfig", "RoiSet", "RoiSummary", "SourceRef", "Split", "SplitConfig", "TrainConfig",
+    "TrialResult", "View", "extract_rois", "load_dataset", "make_splits", "run_trial",
 ]

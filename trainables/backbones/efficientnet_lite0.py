@@ -22,13 +22,15 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import timm
 import torch
-from timm.models.efficientnet import EfficientNet
 from torch import nn
 
 from ._base import Backbone, WeightsNotFoundError
+
+if TYPE_CHECKING:  # timm is imported on use: a torch-only GPU box can still run Inception-v3
+    from timm.models.efficientnet import EfficientNet
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,9 @@ def package_weights_path() -> Path:
 
 
 def _timm_model() -> EfficientNet:
+    import timm
+    from timm.models.efficientnet import EfficientNet
+
     model = timm.create_model("efficientnet_lite0", pretrained=False)
     assert isinstance(model, EfficientNet)
     return model
