@@ -6,6 +6,7 @@ Examples::
     python -m dashboards.report --study quick
     python -m dashboards.report --study paper --tracking-uri http://mlflow:5000 --out reports/
     python -m dashboards.report --study quick --run 3f2a...   # one execution, not the newest
+    python -m dashboards.report --smoke-test --out /tmp/report  # synthetic runs, no server
 
 Without ``--tracking-uri``: ``$MLFLOW_TRACKING_URI``, else the managed server of ``runs/``
 (``python -m study.server status``). Exit status 0 (report written, even if the study is
@@ -18,6 +19,7 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +42,7 @@ class ReportConfig:
         n_boot / seed: bootstrap resamples (>= 2000 for the CIs the tables print) and seed.
         log_artifacts: upload the folder to the parent run under ``report/``.
         during_study: made by the launcher before it ends the parent run (RUNNING is fine).
+        smoke_test: synthetic runs (``dashboards._demo``) instead of MLflow; nothing logged.
     """
 
     study: str
@@ -50,6 +53,7 @@ class ReportConfig:
     seed: int = 0
     log_artifacts: bool = True
     during_study: bool = False
+    smoke_test: bool = False
 
     def __post_init__(self) -> None:
         if not self.study.strip():
@@ -80,6 +84,11 @@ def make_report(config: ReportConfig) -> ReportResult:
     from study._mlflow_proc import healthy
     from study.tracking import client_for
 
+    if config.smoke_test:
+        from dashboards._demo import demo_runs
+
+        computed = build.compute(demo_runs(config.seed), n_boot=config.n_boot, seed=config.seed)
+        return ReportResult(build.write(computed, config.out_dir), computed, False)
     if config.tracking_uri.startswith("http") and not healthy(config.tracking_uri, 5.0):
         raise ServerUnreachable(f"no MLflow server answers at {config.tracking_uri} "
                                 "(GET /health); start one with: python -m study.server start")
@@ -113,7 +122,8 @@ def _parse(argv: list[str] | None) -> ReportConfig:
         prog="python -m dashboards.report", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n" + __doc__.split("Examples::")[1].split("Without")[0])
-    p.add_argument("--study", required=True, help="study name (MLflow experiment)")
+    p.add_argument("--study", help="study name (MLflow experiment); required unless "
+                                   "--smoke-test")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow server; default $MLFLOW_TRACKING_URI, else the managed server "
                         "of --runs-dir")
@@ -127,7 +137,17 @@ def _parse(argv: list[str] | None) -> ReportConfig:
     p.add_argument("--seed", type=int, default=0, help="bootstrap / fANOVA seed (0)")
     p.add_argument("--no-log", action="store_true",
                    help="do not upload the report to the parent run")
+    p.add_argument("--smoke-test", action="store_true",
+                   help="build the whole report from synthetic runs (no MLflow server) into "
+                        "--out (default: a new temporary folder)")
     a = p.parse_args(argv)
+    if a.smoke_test:
+        out = a.out or Path(tempfile.mkdtemp(prefix="tlstudy-report-smoke-"))
+        return ReportConfig(study="smoke-test", tracking_uri="", out_dir=out,
+                            n_boot=a.n_boot, seed=a.seed, log_artifacts=False,
+                            smoke_test=True)
+    if not a.study:
+        p.error("--study is required (or --smoke-test)")
     uri = a.tracking_uri or default_tracking_uri(a.runs_dir)
     if uri is None:
         p.error("no tracking server: pass --tracking-uri, set MLFLOW_TRACKING_URI, or start "

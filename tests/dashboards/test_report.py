@@ -202,3 +202,15 @@ def test_launcher_hook_builds_and_logs_the_report(known_study, mlflow_server, ml
     assert lines == [f"report: {page} (also in the parent run's artifacts, report/)"]
     assert build_report("http://127.0.0.1:9", "x", "y", tmp_path / "b", lines.append) is None
     assert lines[-1].startswith("report: not built")
+
+
+def test_smoke_test_builds_the_whole_report_without_a_server(tmp_path, capsys):
+    from dashboards.literature import PAPER_ORDER
+    from dashboards.report import main
+
+    assert main(["--smoke-test", "--out", str(tmp_path), "--n-boot", "200"]) == 0
+    assert f"report: {tmp_path / 'report.html'}" in capsys.readouterr().out
+    t1 = pd.read_csv(tmp_path / "tables" / "table1.csv")
+    assert list(t1["variant"]) == list(PAPER_ORDER) and (t1["splits"] == 5).all()
+    assert (tmp_path / "figures" / "roc.svg").is_file()
+    assert "the numbers mean nothing" in (tmp_path / "report.html").read_text()
