@@ -69,10 +69,12 @@ def compute(runs: StudyRuns, *, n_boot: int = 2000, seed: int = 0) -> Computed:
         "importance": imp,
         "compute": search_view.compute_cost(runs),
     }
+    boot = (f"bootstrap CIs: {n_boot} stratified resamples (positives and negatives drawn "
+            f"separately), seed {seed}, percentile intervals.")
     return Computed(runs, t, roc.mean_roc(runs.predictions), roc.auc_summary(runs.predictions),
                     comparisons.reliability_bins(runs), search_view.best_so_far(runs),
                     search_view.fted_scatter(runs),
-                    tuple(imp_notes) + tuple(study_notes(runs)))
+                    (*study_notes(runs), boot, *imp_notes))
 
 
 def study_notes(runs: StudyRuns) -> list[str]:

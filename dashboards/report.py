@@ -20,8 +20,11 @@ import logging
 import os
 import sys
 import tempfile
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from mlflow.tracking import MlflowClient
 
 from dashboards import build
 from dashboards._load import StudyNotFound, load_study
@@ -81,18 +84,15 @@ def make_report(config: ReportConfig) -> ReportResult:
         ServerUnreachable: an http(s) tracking URI whose ``/health`` does not answer.
         StudyNotFound: no such study, or no execution of it.
     """
-    from study._mlflow_proc import healthy
-    from study.tracking import client_for
-
     if config.smoke_test:
         from dashboards._demo import demo_runs
 
         computed = build.compute(demo_runs(config.seed), n_boot=config.n_boot, seed=config.seed)
         return ReportResult(build.write(computed, config.out_dir), computed, False)
-    if config.tracking_uri.startswith("http") and not healthy(config.tracking_uri, 5.0):
+    if config.tracking_uri.startswith("http") and not _healthy(config.tracking_uri):
         raise ServerUnreachable(f"no MLflow server answers at {config.tracking_uri} "
                                 "(GET /health); start one with: python -m study.server start")
-    client = client_for(config.tracking_uri)
+    client = MlflowClient(tracking_uri=config.tracking_uri)
     runs = load_study(client, config.study, config.run_id, during_study=config.during_study)
     computed = build.compute(runs, n_boot=config.n_boot, seed=config.seed)
     written = build.write(computed, config.out_dir)
@@ -104,6 +104,14 @@ def make_report(config: ReportConfig) -> ReportResult:
         except Exception as e:  # noqa: BLE001 - the local report stands without the upload
             log.warning("could not log the report to run %s: %s", runs.parent_run_id, e)
     return ReportResult(written, computed, logged)
+
+
+def _healthy(url: str, timeout_s: float = 5.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout_s) as resp:
+            return resp.status == 200
+    except (OSError, ValueError):
+        return False
 
 
 def default_tracking_uri(runs_dir: Path = Path("runs")) -> str | None:
