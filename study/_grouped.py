@@ -83,6 +83,12 @@ class GroupedOptunaSearcher(Searcher):
                 direction="minimize", load_if_exists=True)
         return self._studies[key]
 
+    def unfinished(self, key: str, budget: int) -> bool:
+        """True while a group has budget left or trials still running (e.g. after Ctrl-C)."""
+        trials = self.study(key).get_trials(deepcopy=False)
+        running = any(t.state == optuna.trial.TrialState.RUNNING for t in trials)
+        return running or len(trials) < budget
+
     def started(self, key: str) -> int:
         """Trials of a group already asked for (finished or running), from the storage."""
         return len(self.study(key).get_trials(deepcopy=False))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,36 @@ def _trainable(ctx: _trial.TrialContext) -> Any:
                                {"cpu": r.cpus, "gpu": r.gpus})
 
 
+def settle(ctx: _trial.TrialContext, timeout_s: float = 30.0) -> None:
+    """Wait until the phase's trials have ended their MLflow runs.
+
+    Tune can return while a stopped trial's actor is still ending its run (its stop arrives
+    as ``SystemExit`` inside ``report``); without this wait the driver would find the run
+    RUNNING and end it as KILLED itself."""
+    from study import tracking
+
+    client = tracking.client_for(ctx.tracking_uri)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not tracking.child_runs(client, ctx.experiment_id, ctx.parent_run_id,
+                                   status="RUNNING", phase=ctx.phase):
+            return
+        time.sleep(0.5)
+
+
+def _concurrency(spec: StudySpec) -> int:
+    """Trials that fit the cluster at once (Tune allows one pending trial per custom searcher
+    unless told)."""
+    import ray
+
+    have = ray.cluster_resources()
+    r = spec.resources
+    fits = [have.get("CPU", 0.0) / r.cpus] if r.cpus > 0 else []
+    if r.gpus > 0:
+        fits.append(have.get("GPU", 0.0) / r.gpus)
+    return max(1, int(min(fits))) if fits else 1
+
+
 def search_groups(spec: StudySpec) -> list[Group]:
     """One group per searched (variant, split); variants with nothing to search get none."""
     return [Group(v, k, spec.search.trials, suggest_fn(spec.params_for(v)))
@@ -63,6 +94,7 @@ def run_search(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path, *,
     if resume and tune.Tuner.can_restore(f"{path}/{name}"):
         tuner = tune.Tuner.restore(f"{path}/{name}", trainable=_trainable(ctx),
                                    resume_errored=True)
+        progress.close = lambda: None  # type: ignore[method-assign]  # restored: its own
     elif total == 0:
         return searcher
     else:
@@ -70,12 +102,17 @@ def run_search(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path, *,
             _trainable(ctx),
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
                                         num_samples=total, metric=METRIC, mode=MODE,
-                                        reuse_actors=True),
+                                        reuse_actors=True,
+                                        max_concurrent_trials=_concurrency(spec)),
             run_config=tune.RunConfig(name=name, storage_path=path, verbose=0,
                                       callbacks=[progress],
                                       failure_config=tune.FailureConfig(max_failures=2)))
     tuner.fit()
     progress.close()
+    settle(ctx)
+    unfinished = [g.key for g in groups if searcher.unfinished(g.key, g.budget)]
+    if unfinished:  # Tune returns normally after Ctrl-C: the searches did not all run out
+        raise KeyboardInterrupt(f"search interrupted ({', '.join(unfinished)} unfinished)")
     return searcher
 
 
@@ -100,7 +137,11 @@ def best_configs(spec: StudySpec, searcher: GroupedOptunaSearcher) -> dict[tuple
 def run_evaluation(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path,
                    configs: dict[tuple[str, int], dict], *, resume: bool,
                    storage: str | None = None) -> list[dict]:
-    """Train each split's best configuration on train+val and test it once."""
+    """Train each split's best configuration and test it once.
+
+    It trains on the split's inner-train part with early stopping (and the LR plateau) on the
+    inner-validation part — the part that decides when to stop cannot also be trained on —
+    then evaluates the best-validation weights on the split's test part, once."""
     items = [{"variant": v, "split": k, **values} for (v, k), values in configs.items()]
     path = storage or str((study_dir / "ray").resolve())  # a folder or a URI (s3://...)
     name = "evaluate"
@@ -108,6 +149,7 @@ def run_evaluation(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path,
     trainable = _trainable(ctx)
     if resume and tune.Tuner.can_restore(f"{path}/{name}"):
         tuner = tune.Tuner.restore(f"{path}/{name}", trainable=trainable, resume_errored=True)
+        progress.close = lambda: None  # type: ignore[method-assign]  # restored: its own
     else:
         tuner = tune.Tuner(
             trainable, param_space={"cfg": tune.grid_search(items)},
@@ -117,6 +159,9 @@ def run_evaluation(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path,
                                       failure_config=tune.FailureConfig(max_failures=2)))
     grid = tuner.fit()
     progress.close()
+    settle(ctx)
+    if grid.num_terminated + grid.num_errors < len(grid):  # Tune returns normally on Ctrl-C
+        raise KeyboardInterrupt("evaluation interrupted")
     rows = []
     for result in grid:
         if result.error is not None or not result.metrics.get("trial_done"):

@@ -56,8 +56,9 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
     if not ray.is_initialized() and address is not None:
         ray.init(address=address, configure_logging=False, log_to_driver=False)
     elif not ray.is_initialized():
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, configure_logging=False,
-                 log_to_driver=False)
+        # "local": a new Ray on this machine's cores, even if a `ray start` cluster runs here
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
+                 configure_logging=False, log_to_driver=False)
     check_resources(spec, resources if resources is not None else ray.cluster_resources())
     if storage_path and "://" not in storage_path:  # a shared folder (NFS mount)
         storage_path = str(Path(storage_path).expanduser().resolve())
