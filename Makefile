@@ -11,7 +11,7 @@ RUNS   ?= runs
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: study test lint bench clean-venv
+.PHONY: study test report lint bench chromium clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,19 @@ $(STAMP): pyproject.toml
 study: $(STAMP)
 	$(PY) -m study.launch --runs-dir $(RUNS) $(ARGS)
 
-test: $(STAMP)
+# Headless Chromium (Debian's package) for the HTML-report test; installed once, as root.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		SUDO=$$(command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+test: $(STAMP) chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Rebuild a study's report from MLflow: make report ARGS="--study quick"
+report: $(STAMP)
+	$(PY) -m dashboards.report --runs-dir $(RUNS) $(ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

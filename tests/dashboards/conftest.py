@@ -1,9 +1,7 @@
 """Dashboard fixtures: a study with known values logged to the real MLflow server, and its
 report built once per session.
 
-The MLflow server fixtures live in ``tests/study/conftest.py``; they are imported here so the
-dashboard tests can run on their own (when both folders run, pytest starts one server per
-folder: move the fixtures to ``tests/conftest.py`` to share one).
+The MLflow server fixtures live in ``tests/conftest.py`` (one server for the whole session).
 """
 
 from __future__ import annotations
@@ -12,13 +10,11 @@ import uuid
 
 import pytest
 
-from tests.study.conftest import mlflow_client, mlflow_server, mlflow_server_info  # noqa: F401
-
 from .known_study import log_known_study
 
 
 @pytest.fixture(scope="session")
-def known_study(mlflow_server):  # noqa: F811
+def known_study(mlflow_server):
     """(study name, parent run id) of the known-values study on the session server."""
     from study.tracking import client_for
 
@@ -28,7 +24,7 @@ def known_study(mlflow_server):  # noqa: F811
 
 
 @pytest.fixture(scope="session")
-def known_report(known_study, mlflow_server, tmp_path_factory):  # noqa: F811
+def known_report(known_study, mlflow_server, tmp_path_factory):
     """The report of the known study (2,000 bootstrap resamples), logged to its parent."""
     from dashboards.report import ReportConfig, make_report
 

@@ -42,8 +42,8 @@ def test_report_opens_in_headless_chromium_with_tables_and_images(chromium, know
     raw = page.read_text()
     assert not re.search(r'(src|href)="(https?:)?//', raw)  # self-contained
     dom = _chromium(chromium, tmp_path, "--dump-dom", page.as_uri())
-    for name in ("table1", "table2", "delong", "paired", "operating_points", "calibration",
-                 "importance", "compute"):
+    for name in ("table1", "table1_reported", "table2", "delong", "paired",
+                 "operating_points", "calibration", "importance", "compute"):
         assert f'id="table-{name}"' in dom
     assert re.search(r'<table id="table-table1">.*?<td>FTED</td><td>92\.50</td>', dom, re.S)
     assert "reported, not reproduced" in dom and "Pérez et al., 2014" in dom

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from dashboards import stats
+from dashboards import stats, tables
 from dashboards._load import StudyNotFound, load_study
 from dashboards.literature import PAPER_TABLE2, REPORTED
 from study.tracking import child_runs
@@ -32,7 +32,10 @@ def test_table1_from_known_values(known_report):
     assert (ri.accuracy_pct, ri.std_pct, ri.time_min, ri.epochs, ri.splits) == pytest.approx(
         (72.5, np.sqrt(12.5), 55.0, 35.0, 2))
     assert t.loc["1FT"].splits == 0 and np.isnan(t.loc["1FT"].accuracy_pct)
-    assert fted.paper_accuracy_pct == 97.50 and fe.paper_time_min == 59.1
+    assert not [c for c in t.columns if "paper" in c]  # literature is not mixed in
+    reported = tables.table1_reported().set_index("variant")
+    assert reported.loc["FTED"].accuracy_pct == 97.50 and reported.loc["FE"].time_min == 59.1
+    assert all("reported, not reproduced" in s for s in reported["source"])
 
 
 def test_logged_aucs_are_reproduced_from_logged_predictions(known_study, known_report,
