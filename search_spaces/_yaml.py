@@ -72,6 +72,8 @@ def parse_yaml(text: str, source: str) -> Any:
         raise SpecError(source, "", f"{where}invalid YAML: {what}") from None
     except yaml.YAMLError as e:
         raise SpecError(source, "", f"invalid YAML: {e}") from None
+    except RecursionError:  # e.g. "[[[[…" thousands deep: PyYAML recurses per level
+        raise SpecError(source, "", "invalid YAML: nested too deeply") from None
 
 
 def read_yaml(path: Path, source: str) -> Any:

@@ -117,6 +117,8 @@ def read_image(path: Path) -> np.ndarray:
             arr = np.asarray(im)
     except (OSError, ValueError) as exc:
         raise DatasetError(f"unreadable image: {exc}", file=path) from exc
+    except Exception as exc:  # noqa: BLE001 -- damaged files (bombs, bad tags) fail in many ways
+        raise DatasetError(f"unreadable image: {type(exc).__name__}: {exc}", file=path) from exc
     if arr.ndim == 3:  # RGB(A) export of a grey film: keep one channel
         arr = arr[..., 0]
     if arr.dtype == np.uint8 or arr.dtype == np.uint16:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,8 +36,14 @@ def read_csv_rows(path: Path, log: ProblemLog, *, delimiter: str = ",",
     if not text.strip():
         log.add(path, None, None, "the file is empty")
         return
-    reader = csv.reader(text.splitlines(), delimiter=delimiter)
-    header = [h.strip() for h in next(reader)]
+    # csv's own line splitting (\n, \r\n, \r; quoted newlines kept): row numbers are the lines
+    # an editor shows, and a stray U+2028 or \x85 inside a field does not split a row.
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = [h.strip() for h in next(reader)]
+    except csv.Error as exc:
+        log.add(path, 1, None, f"unreadable CSV header: {exc}")
+        return
     if expected is not None and header != expected:
         missing = [c for c in expected if c not in header]
         extra = [c for c in header if c not in expected]
@@ -56,7 +63,16 @@ def read_csv_rows(path: Path, log: ProblemLog, *, delimiter: str = ",",
         log.add(path, 1, None, f"duplicate column names in header {header}")
         return
     n_data = 0
-    for line_no, fields in enumerate(reader, start=2):
+    while True:
+        line_no = reader.line_num + 1  # first line of the next record
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # e.g. a field over csv's size limit
+            n_data += 1
+            log.add(path, line_no, None, f"unreadable CSV row: {exc}")
+            continue
         if not fields or all(not f.strip() for f in fields):
             continue
         n_data += 1
@@ -101,7 +117,9 @@ def image_size(path: Path, log: ProblemLog, *, file: Path, row: int | None,
             return im.size
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         log.add(file, row, field, f"unreadable image {path}: {exc}")
-        return None
+    except Exception as exc:  # noqa: BLE001 -- a damaged file trips decoders in many ways
+        log.add(file, row, field, f"unreadable image {path}: {type(exc).__name__}: {exc}")
+    return None
 
 
 def check_outline(rec: LesionRecord, size: tuple[int, int], log: ProblemLog,

@@ -57,7 +57,9 @@ def load_mias(path: Path | str, log: ProblemLog, *,
     info = find_info(Path(path))
     root = info.parent
     try:
-        lines = info.read_text(encoding="utf-8", errors="strict").splitlines()
+        text = info.read_text(encoding="utf-8", errors="strict")
+        # \n, \r\n, \r only (not str.splitlines' \x0b, \x85, U+2028...): rows as editors count
+        lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     except (UnicodeDecodeError, OSError) as exc:
         raise DatasetError(f"cannot be read as text: {exc}", file=info) from exc
     records: list[LesionRecord] = []
