@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dashboards import comparisons, plots, roc, search_view, tables
+from dashboards import comparisons, plots, restudy, roc, search_view, tables
 from dashboards._load import StudyRuns
 from dashboards.formats import write_table
 
@@ -57,10 +57,13 @@ class Computed:
     progress: pd.DataFrame
     fted: pd.DataFrame
     notes: tuple[str, ...] = field(default=())
+    restudy: restudy.RestudyComparison | None = None  # a re-study against its previous run
 
 
-def compute(runs: StudyRuns, *, n_boot: int = 2000, seed: int = 0) -> Computed:
-    """All tables and figure data of one study execution."""
+def compute(runs: StudyRuns, *, n_boot: int = 2000, seed: int = 0,
+            previous: StudyRuns | None = None) -> Computed:
+    """All tables and figure data of one study execution (and, given the execution it
+    re-ran, ``previous``, the re-study comparison)."""
     imp, imp_notes = search_view.importance(runs, seed=seed)
     t = {
         "table1": tables.table1(runs),
@@ -78,7 +81,9 @@ def compute(runs: StudyRuns, *, n_boot: int = 2000, seed: int = 0) -> Computed:
     return Computed(runs, t, roc.mean_roc(runs.predictions), roc.auc_summary(runs.predictions),
                     comparisons.reliability_bins(runs), search_view.best_so_far(runs),
                     search_view.fted_scatter(runs),
-                    (*study_notes(runs), boot, *imp_notes))
+                    (*study_notes(runs), boot, *imp_notes),
+                    None if previous is None else restudy.compare(previous, runs,
+                                                                  n_boot=n_boot, seed=seed))
 
 
 def study_notes(runs: StudyRuns) -> list[str]:
@@ -137,6 +142,8 @@ def write(c: Computed, out_dir: Path) -> Written:
                    for name, df in c.tables.items()}
     fig_files = {name: plots.save(ax, out_dir / "figures", name)  # type: ignore[arg-type]
                  for name, ax in draw(c).items()}
+    if c.restudy is not None:
+        table_files.update(restudy.write_tables(c.restudy, out_dir / "tables"))
     page = out_dir / "report.html"
     page.write_text(html.render(c, {k: v[0] for k, v in fig_files.items()}))
     summary = out_dir / "summary.json"
@@ -144,5 +151,9 @@ def write(c: Computed, out_dir: Path) -> Written:
         "study": c.runs.study, "parent_run_id": c.runs.parent_run_id,
         "parent_status": c.runs.parent_status, "variants": list(c.runs.variants),
         "n_splits": c.runs.n_splits, "problems": list(c.runs.problems),
-        "notes": list(c.notes)}, indent=2))
+        "notes": list(c.notes),
+        **({} if c.restudy is None else {"restudy": {
+            "previous_run_id": c.restudy.previous_run_id, "verdict": c.restudy.verdict,
+            "significant": c.restudy.significant, "savings": c.restudy.savings_line}})},
+        indent=2))
     return Written(out_dir, table_files, fig_files, page, summary)

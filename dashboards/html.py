@@ -60,6 +60,14 @@ def _list(items: tuple[str, ...] | list[str], cls: str, title: str) -> str:
     return f'<div class="{cls}"><strong>{html.escape(title)}</strong><ul>{lis}</ul></div>'
 
 
+def _restudy(c: Computed) -> str:
+    if c.restudy is None:
+        return ""
+    from dashboards.restudy import html_section
+
+    return html_section(c.restudy)
+
+
 def render(c: Computed, figures: dict[str, Path]) -> str:
     """The report page for ``c``, with PNG ``figures`` (name -> path) embedded."""
     r = c.runs
@@ -82,6 +90,7 @@ def render(c: Computed, figures: dict[str, Path]) -> str:
         "MLflow tracking server; the paper's values are marked as reported.</p>",
         _list(r.problems, "problems", "Missing or partial"),
         _list(list(c.notes), "notes", "Notes"),
+        _restudy(c),
         '<h2 id="tables">Table 1 — accuracy and time</h2>', _table(c, "table1"),
         "<h3>The paper's Table 1, reported, not reproduced</h3>",
         _table(c, "table1_reported"),

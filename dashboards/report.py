@@ -27,7 +27,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from dashboards import build
-from dashboards._load import StudyNotFound, load_study
+from dashboards._load import StudyNotFound, StudyRuns, load_study
 
 log = logging.getLogger(__name__)
 ARTIFACT_PATH = "report"
@@ -94,16 +94,33 @@ def make_report(config: ReportConfig) -> ReportResult:
                                 "(GET /health); start one with: python -m study.server start")
     client = MlflowClient(tracking_uri=config.tracking_uri)
     runs = load_study(client, config.study, config.run_id, during_study=config.during_study)
-    computed = build.compute(runs, n_boot=config.n_boot, seed=config.seed)
+    computed = build.compute(runs, n_boot=config.n_boot, seed=config.seed,
+                             previous=_previous(client, runs))
     written = build.write(computed, config.out_dir)
     logged = False
     if config.log_artifacts:
         try:
             client.log_artifacts(runs.parent_run_id, str(config.out_dir), ARTIFACT_PATH)
+            if computed.restudy is not None:
+                client.set_tag(runs.parent_run_id, "verdict", computed.restudy.verdict)
+                client.set_tag(runs.parent_run_id, "restudy_savings",
+                               computed.restudy.savings_line)
             logged = True
         except Exception as e:  # noqa: BLE001 - the local report stands without the upload
             log.warning("could not log the report to run %s: %s", runs.parent_run_id, e)
     return ReportResult(written, computed, logged)
+
+
+def _previous(client: MlflowClient, runs: StudyRuns) -> StudyRuns | None:
+    """The execution a re-study re-ran (its ``previous_run_id`` tag), or None."""
+    previous = runs.tags.get("previous_run_id")
+    if not previous:
+        return None
+    try:
+        return load_study(client, runs.study, previous)
+    except Exception as e:  # noqa: BLE001 - the report stands without the comparison
+        log.warning("previous execution %s not loaded: %s", previous, e)
+        return None
 
 
 def _healthy(url: str, timeout_s: float = 5.0) -> bool:
@@ -183,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
           + (f", logged to its artifacts under {ARTIFACT_PATH}/" if result.logged else ""))
     for line in runs.problems:
         print(f"missing: {line}")
+    if result.computed.restudy is not None:
+        print(f"verdict: {result.computed.restudy.verdict}")
+        print(f"warm start: {result.computed.restudy.savings_line}")
     return 0
 
 

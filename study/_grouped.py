@@ -10,6 +10,10 @@ Trials that ASHA stops before the epoch budget reach Optuna as **PRUNED** (Ray's
 ``OptunaSearch`` tells them COMPLETE with their partial metric, which biases TPE toward fast
 starters); trials that ran to the budget or stopped early on their own patience are COMPLETE
 with their best validation loss; crashed trials are FAIL.
+
+A warm start (a re-study) gives each group configurations to evaluate first: they are
+enqueued (``Study.enqueue_trial``) when the group's study is created, so Optuna hands them out
+before TPE proposes anything, and they count against the group's budget like any trial.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import logging
 import pickle
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,10 +59,16 @@ def group_key(config: dict[str, Any]) -> str:
 
 
 class GroupedOptunaSearcher(Searcher):
-    """Optuna TPE per group, state in an RDB storage (resumable, extendable)."""
+    """Optuna TPE per group, state in an RDB storage (resumable, extendable).
+
+    ``warm_start``: group key -> configurations (searched values) to evaluate first in that
+    group, enqueued once when the group's study is new; ``study_attrs``: user attributes
+    stored on every group study (e.g. the MLflow parent run it belongs to)."""
 
     def __init__(self, groups: Sequence[Group], *, storage_url: str, study_prefix: str,
-                 seed: int, max_epochs: int) -> None:
+                 seed: int, max_epochs: int,
+                 warm_start: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+                 study_attrs: Mapping[str, str] | None = None) -> None:
         super().__init__(metric=METRIC, mode=MODE)
         self._groups = {g.key: g for g in groups}
         self._storage_url = storage_url
@@ -69,6 +79,8 @@ class GroupedOptunaSearcher(Searcher):
         self._studies: dict[str, optuna.Study] = {}
         self._trials: dict[str, optuna.Trial] = {}
         self._reported: dict[str, set[int]] = {}
+        self._warm = {k: [dict(c) for c in v] for k, v in (warm_start or {}).items()}
+        self._attrs = dict(study_attrs or {})
 
     # ----------------------------------------------------------------------------- studies
     def study_name(self, key: str) -> str:
@@ -78,20 +90,31 @@ class GroupedOptunaSearcher(Searcher):
         if key not in self._studies:
             sampler = optuna.samplers.TPESampler(
                 seed=(self._seed * 1_000_003 + zlib.crc32(key.encode())) % 2**31)
-            self._studies[key] = optuna.create_study(
+            study = optuna.create_study(
                 study_name=self.study_name(key), storage=self._storage_url, sampler=sampler,
                 direction="minimize", load_if_exists=True)
+            if not study.get_trials(deepcopy=False):  # new: seed it once (not on a resume)
+                for name, value in self._attrs.items():
+                    study.set_user_attr(name, value)
+                for config in self._warm.get(key, []):
+                    study.enqueue_trial(config, user_attrs={"warm_start": True})
+            self._studies[key] = study
         return self._studies[key]
+
+    def _asked(self, key: str) -> list[optuna.trial.FrozenTrial]:
+        """A group's trials, less the enqueued ones not handed out yet (WAITING)."""
+        return [t for t in self.study(key).get_trials(deepcopy=False)
+                if t.state != optuna.trial.TrialState.WAITING]
 
     def unfinished(self, key: str, budget: int) -> bool:
         """True while a group has budget left or trials still running (e.g. after Ctrl-C)."""
-        trials = self.study(key).get_trials(deepcopy=False)
+        trials = self._asked(key)
         running = any(t.state == optuna.trial.TrialState.RUNNING for t in trials)
         return running or len(trials) < budget
 
     def started(self, key: str) -> int:
         """Trials of a group already asked for (finished or running), from the storage."""
-        return len(self.study(key).get_trials(deepcopy=False))
+        return len(self._asked(key))
 
     # ----------------------------------------------------------------------------- Searcher
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:

@@ -14,12 +14,15 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from search_spaces import StudySpec, check_resources
 from study import tracking
 from study._data import StudyData, prepare_data
 from study._report import format_table1, table1
+
+if TYPE_CHECKING:
+    from study._restudy import Restudy
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.json"
@@ -35,7 +38,8 @@ class StudyOutcome:
 
 def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bool = False,
               echo: Any = print, address: str | None = None, storage_path: str | None = None,
-              resources: Mapping[str, float] | None = None) -> StudyOutcome:
+              resources: Mapping[str, float] | None = None,
+              restudy: Restudy | None = None, data: StudyData | None = None) -> StudyOutcome:
     """Run (or, with ``resume``, continue) ``spec`` with its files under ``study_dir``.
 
     ``address``: a running Ray cluster to join (default: a local Ray on this machine's cores).
@@ -43,13 +47,17 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
     ``<storage_path>/<study name>`` (default ``study_dir/ray``); a multi-node cluster needs
     storage every node reaches (``s3://...``, an NFS mount). ``resources``: what the cluster can
     reach, to check the space against (an autoscaling cluster's GPU workers may not be up
-    yet; default: what Ray has now)."""
+    yet; default: what Ray has now). ``restudy``: this execution re-runs an earlier one
+    (``python -m study.schedule run``): the parent run is tagged with the previous one and what
+    changed, the search gets its own Optuna studies (``<study>@<run id[:8]>/<variant>/split<k>``)
+    seeded with the previous best configurations. ``data``: already prepared (the scheduler
+    fingerprinted it). An exception leaves the parent run FAILED with a ``failure_reason`` tag."""
     import ray
 
     from study import _phases, _trial
 
     study_dir.mkdir(parents=True, exist_ok=True)
-    data = prepare_data(spec, study_dir.parent)
+    data = data or prepare_data(spec, study_dir.parent)
     echo(f"data: {data.counts['views']} ROIs of {data.counts['patients']} patients "
          f"({data.counts['benign']} benign, {data.counts['malignant']} malignant), "
          f"{len(data.splits)} outer splits, fingerprint {data.rois.fingerprint}")
@@ -71,14 +79,19 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
     state = json.loads(state_path.read_text()) if resume and state_path.is_file() else {}
     tags = run_tags(spec, data)
     parent = state.get("parent_run_id")
+    prefix = state.get("optuna_study_prefix", spec.name)
     if parent is None:
-        parent = tracking.start_parent_run(client, exp_id, tags=tags,
+        parent_tags = {**tags, **(restudy.tags() if restudy else {})}
+        parent = tracking.start_parent_run(client, exp_id, tags=parent_tags,
                                            run_name=f"{spec.name}-{spec.fingerprint()[:8]}")
+        prefix = f"{spec.name}@{parent[:8]}" if restudy else spec.name
         logger = tracking.RunLogger(client, parent)
         logger.params(spec.flat_dict())
         logger.artifact_json("study_spec.json", spec.to_dict())
+        logger.tags({"optuna_study_prefix": prefix})
         logger.flush()
-        state_path.write_text(json.dumps({"parent_run_id": parent}))
+        state_path.write_text(json.dumps({"parent_run_id": parent,
+                                          "optuna_study_prefix": prefix}))
     else:
         client.update_run(parent, status="RUNNING")
         logger = tracking.RunLogger(client, parent)
@@ -91,7 +104,8 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
     status = "FAILED"
     try:
         searcher = _phases.run_search(spec, context("search"), study_dir, resume=resume,
-                                      storage=storage)
+                                      storage=storage, study_prefix=prefix,
+                                      warm_start=restudy.warm_start if restudy else None)
         configs = _phases.best_configs(spec, searcher)
         rows = _phases.run_evaluation(spec, context("evaluate"), study_dir, configs,
                                       resume=resume, storage=storage)
@@ -113,6 +127,9 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
         return StudyOutcome(parent, exp_id, table, rows)
     except KeyboardInterrupt:
         status = "KILLED"
+        raise
+    except Exception as e:
+        logger.tags({"failure_reason": f"{type(e).__name__}: {e}"[:500]})
         raise
     finally:
         tracking.close_dangling_runs(client, exp_id, parent,
