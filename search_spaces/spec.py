@@ -71,6 +71,9 @@ _TOP = ("name", "description", "dataset", "roi", "splits", "backbone", "input_si
 _NOT_FINGERPRINTED = ("name", "description", "resources")
 
 
+REDACTED = "<redacted>"  # what MLflow gets instead of a dataset path
+
+
 @dataclass(frozen=True)
 class StudySpec:
     """A validated study definition. Paths are absolute when loaded from a file.
@@ -198,9 +201,21 @@ class StudySpec:
             "resources": dataclasses.asdict(self.resources),
         }
 
+    def public_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` without where the data lives: what may go to MLflow.
+
+        ``dataset.path`` becomes ``"<redacted>"`` (a folder name can carry a patient's or a
+        hospital's name); the data is identified by its content fingerprint instead (the
+        parent run's ``data_fingerprint`` tag). Not a round trip: use :meth:`to_dict` for that.
+        """
+        out = self.to_dict()
+        if out["dataset"].get("path") is not None:
+            out["dataset"]["path"] = REDACTED
+        return out
+
     def flat_dict(self) -> dict[str, Any]:
-        """:meth:`to_dict` flattened to dotted keys (``search.asha.max_epochs``), for MLflow
-        params; lists of scalars become comma-joined strings."""
+        """:meth:`public_dict` flattened to dotted keys (``search.asha.max_epochs``), for
+        MLflow params; lists of scalars become comma-joined strings."""
         out: dict[str, Any] = {}
 
         def walk(prefix: str, value: Any) -> None:
@@ -215,7 +230,7 @@ class StudySpec:
             else:
                 out[prefix] = value
 
-        walk("", self.to_dict())
+        walk("", self.public_dict())
         return out
 
     def fingerprint(self) -> str:

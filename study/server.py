@@ -7,6 +7,8 @@ Layout under ``<study_dir>/mlflow/``::
     server.json    the running server's record (pid, port, url, stores) — written by us
     server.log     the server's stdout + stderr, appended per start
     server.lock    advisory lock so two launchers do not start two servers
+    basic_auth.*   MLflow's login (config without secrets + user store), only when the server
+                   binds a non-loopback address, which needs credentials (``credentials_from_env``)
 
 The server is ``<this python> -m mlflow server`` in its own session (process group), so it
 outlives the launcher that started it; ``stop_server`` ends the whole group.
@@ -34,6 +36,7 @@ import ipaddress
 import json
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -50,6 +53,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_STUDY_DIR = Path("runs")  # the launcher's --runs-dir default
 _STOP_GRACE_S = 10.0
 _SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+CREDENTIALS_FILE_ENV = "TLSTUDY_MLFLOW_CREDENTIALS"
 
 
 class ServerError(RuntimeError):
@@ -72,6 +76,7 @@ class ServerInfo:
     artifacts_dir: Path
     log_path: Path
     started_at: float
+    auth: str | None = None  # "basic-auth" when MLflow's login is on (credentials never kept)
     reused: bool = False
 
     def to_json(self) -> dict:
@@ -89,6 +94,7 @@ class ServerInfo:
             url=d["url"], pid=int(d["pid"]), port=int(d["port"]), host=d["host"],
             backend_uri=d["backend_uri"], artifacts_dir=Path(d["artifacts_dir"]),
             log_path=Path(d["log_path"]), started_at=float(d["started_at"]),
+            auth=d.get("auth"),
         )
 
 
@@ -125,6 +131,14 @@ class _Paths:
     @property
     def lock(self) -> Path:
         return self.root / "server.lock"
+
+    @property
+    def auth_config(self) -> Path:
+        return self.root / "basic_auth.ini"
+
+    @property
+    def auth_db(self) -> Path:
+        return self.root / "basic_auth.db"
 
 
 def _paths(study_dir: Path) -> _Paths:
@@ -187,7 +201,8 @@ def _wait_healthy(info: ServerInfo, timeout_s: float, child: subprocess.Popen | 
         time.sleep(0.25)
 
 
-def _server_command(paths: _Paths, host: str, port: int, workers: int) -> list[str]:
+def _server_command(paths: _Paths, host: str, port: int, workers: int,
+                    auth: bool = False) -> list[str]:
     return [
         sys.executable, "-m", "mlflow", "server",
         "--backend-store-uri", f"sqlite:///{paths.db}",
@@ -195,7 +210,77 @@ def _server_command(paths: _Paths, host: str, port: int, workers: int) -> list[s
         "--host", host,
         "--port", str(port),
         "--workers", str(workers),
+        *(["--app-name", "basic-auth"] if auth else []),
     ]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def credentials_from_env() -> tuple[str, str] | None:
+    """``(username, password)`` for MLflow's basic-auth, or None when none are configured.
+
+    From ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` (the variables MLflow
+    clients — the launcher, every trial — read to log in), else from the file named by
+    ``TLSTUDY_MLFLOW_CREDENTIALS`` holding one line ``username:password``.
+    """
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME", "")
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD", "")
+    if user and password:
+        return user, password
+    path = os.environ.get(CREDENTIALS_FILE_ENV)
+    if path:
+        try:
+            line = Path(path).read_text(encoding="utf-8").strip().splitlines()[0]
+        except (OSError, IndexError, UnicodeDecodeError) as e:
+            raise ServerError(f"{CREDENTIALS_FILE_ENV}={path}: cannot read a "
+                              f"'username:password' line ({type(e).__name__})") from None
+        user, sep, password = line.partition(":")
+        if sep and user and password:
+            return user, password
+        raise ServerError(f"{CREDENTIALS_FILE_ENV}={path}: expected one line "
+                          "'username:password'")
+    return None
+
+
+def _auth_env(paths: _Paths, host: str) -> dict[str, str]:
+    """Child environment turning MLflow's basic-auth on; empty for a loopback bind.
+
+    A non-loopback bind without credentials is refused. The password goes to the server
+    through its environment only (``MLFLOW_AUTH_ADMIN_PASSWORD``): never on its command line
+    (logged in ``server.log``), in ``server.json`` or in ``basic_auth.ini``.
+    """
+    if is_loopback(host):
+        return {}
+    creds = credentials_from_env()
+    if creds is None:
+        raise ServerError(
+            f"binding the MLflow server to {host} exposes it beyond this machine, so it needs "
+            "authentication (MLflow's basic-auth). Set MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD (clients read the same variables), or "
+            f"{CREDENTIALS_FILE_ENV}=<file with one line username:password>; or bind 127.0.0.1 "
+            "and reach it through an SSH tunnel."
+        )
+    if len(creds[1]) < 12:
+        raise ServerError("the MLflow password must be at least 12 characters (MLflow's rule)")
+    paths.root.mkdir(parents=True, exist_ok=True)
+    paths.auth_config.write_text(
+        "[mlflow]\n"
+        "default_permission = NO_PERMISSIONS\n"
+        f"database_uri = sqlite:///{paths.auth_db}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    paths.auth_config.chmod(0o600)
+    # the auth app's CSRF key: the user's if set, else a fresh one per start (one worker)
+    key = os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY") or secrets.token_hex(32)
+    return {"MLFLOW_AUTH_CONFIG_PATH": str(paths.auth_config),
+            "MLFLOW_AUTH_ADMIN_USERNAME": creds[0], "MLFLOW_AUTH_ADMIN_PASSWORD": creds[1],
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": key}
 
 
 def _spawn(
@@ -203,20 +288,23 @@ def _spawn(
 ) -> tuple[ServerInfo, subprocess.Popen]:
     """Start the server detached (own session), logging to ``server.log``; no waiting."""
     paths.artifacts.mkdir(parents=True, exist_ok=True)
-    cmd = _server_command(paths, host, port, workers)
+    auth_env = _auth_env(paths, host)
+    cmd = _server_command(paths, host, port, workers, auth=bool(auth_env))
     with paths.log.open("ab") as log:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         log.write(f"\n=== {stamp} starting: {' '.join(cmd)}\n".encode())
         log.flush()
         child = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            cwd=paths.root, env={**os.environ, **_SERVER_ENV}, start_new_session=True,
+            cwd=paths.root, env={**os.environ, **_SERVER_ENV, **auth_env},
+            start_new_session=True,
         )
     url_host = f"[{host}]" if ":" in host else host
     info = ServerInfo(
         url=f"http://{url_host}:{port}", pid=child.pid, port=port, host=host,
         backend_uri=f"sqlite:///{paths.db}", artifacts_dir=paths.artifacts,
         log_path=paths.log, started_at=time.time(),
+        auth="basic-auth" if auth_env else None,
     )
     _write_record(paths, info)
     return info, child
@@ -231,15 +319,9 @@ def _choose_port(paths: _Paths, host: str, previous: ServerInfo | None) -> int:
 
 
 def _warn_if_exposed(host: str) -> None:
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if not loopback:
-        logger.warning(
-            "MLflow server binds %s: reachable beyond this machine and without authentication",
-            host,
-        )
+    if not is_loopback(host):
+        logger.warning("MLflow server binds %s: reachable beyond this machine; basic-auth on",
+                       host)
 
 
 def ensure_server(
@@ -281,6 +363,8 @@ def ensure_server(
                 _stop(paths, previous)
         if port is not None and not proc.port_free(host, port):
             raise ValueError(f"port {port} on {host} is in use; pick another or omit --port")
+        if not is_loopback(host):
+            _auth_env(paths, host)  # refuses an exposed bind without credentials, before spawning
         _warn_if_exposed(host)
         attempts = 1 if port is not None else 2  # an auto-picked port may be taken meanwhile
         for attempt in range(attempts):
@@ -367,7 +451,10 @@ def _parse(argv: list[str] | None) -> _CliArgs:
     p.add_argument("command", choices=["start", "stop", "status"])
     p.add_argument("--study-dir", "--runs-dir", type=Path, default=DEFAULT_STUDY_DIR,
                    help=f"study folder holding mlflow/ (default: {DEFAULT_STUDY_DIR})")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="bind address (default: 127.0.0.1); any other address turns "
+                   "MLflow's basic-auth on and needs MLFLOW_TRACKING_USERNAME/"
+                   f"MLFLOW_TRACKING_PASSWORD or {CREDENTIALS_FILE_ENV}")
     p.add_argument("--port", type=int, default=None, help="port (default: previous or free)")
     p.add_argument("--timeout", type=float, default=60.0, dest="timeout_s",
                    help="seconds to wait for /health (default: 60)")

@@ -1,0 +1,134 @@
+"""The managed MLflow server listens on loopback only; exposing it turns on MLflow's login.
+
+Real servers: the session's (loopback) and one bound to 0.0.0.0 with credentials from the
+environment. The credentials appear nowhere the study writes: not in ``server.log`` (which
+holds the server's command line), ``server.json``, ``basic_auth.ini``, the process's command
+line, or the params/tags of a run logged through the server.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from study.server import ServerError, ensure_server, server_status, stop_server
+from tests.reliability._tally import tally
+
+CRED_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "TLSTUDY_MLFLOW_CREDENTIALS")
+
+
+def _listening(port: int) -> list[str]:
+    """Local addresses (hex, as in /proc/net/tcp*) of LISTEN sockets on ``port``."""
+    out = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            addr, hexport = fields[1].rsplit(":", 1)
+            if int(hexport, 16) == port and fields[3] == "0A":
+                out.append(addr)
+    return out
+
+
+def _status(url: str, auth: tuple[str, str] | None = None) -> int:
+    req = urllib.request.Request(f"{url}/api/2.0/mlflow/experiments/search?max_results=1")
+    if auth is not None:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        req.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_managed_server_binds_loopback_only(mlflow_server_info):
+    record = json.loads((mlflow_server_info.log_path.parent / "server.json").read_text())
+    assert record["host"] == "127.0.0.1" and record["url"].startswith("http://127.0.0.1:")
+    assert record.get("auth") is None
+    addrs = _listening(mlflow_server_info.port)
+    assert addrs, "no listening socket found for the server's port"
+    assert set(addrs) == {"0100007F"}  # 127.0.0.1 only; 00000000 would be every interface
+    tally["security: servers checked bound to 127.0.0.1"] += 1
+
+
+def test_exposed_bind_without_credentials_is_refused_before_starting(tmp_path, monkeypatch):
+    for var in CRED_VARS:
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(ServerError, match="MLFLOW_TRACKING_USERNAME"):
+        ensure_server(tmp_path, host="0.0.0.0", timeout_s=5)
+    assert not (tmp_path / "mlflow" / "server.json").exists()
+    assert server_status(tmp_path).state == "stopped"
+    bad = tmp_path / "creds"
+    bad.write_text("no-colon-here\n")
+    monkeypatch.setenv("TLSTUDY_MLFLOW_CREDENTIALS", str(bad))
+    with pytest.raises(ServerError, match="username:password"):
+        ensure_server(tmp_path, host="0.0.0.0", timeout_s=5)
+    bad.write_text("user:short\n")
+    with pytest.raises(ServerError, match="12 characters"):
+        ensure_server(tmp_path, host="0.0.0.0", timeout_s=5)
+    tally["security: exposed binds refused without valid credentials"] += 3
+
+
+def test_exposed_server_requires_login_and_keeps_credentials_secret(tmp_path, monkeypatch):
+    from study.tracking import client_for
+
+    user, password = "tlstudy-admin", "pw-" + secrets.token_urlsafe(18)
+    for var in CRED_VARS:
+        monkeypatch.delenv(var, raising=False)
+    creds = tmp_path / "mlflow-credentials"
+    creds.write_text(f"{user}:{password}\n")
+    creds.chmod(0o600)
+    monkeypatch.setenv("TLSTUDY_MLFLOW_CREDENTIALS", str(creds))
+    study = tmp_path / "study"
+    info = ensure_server(study, host="0.0.0.0", timeout_s=180)
+    try:
+        assert info.auth == "basic-auth"
+        assert set(_listening(info.port)) == {"00000000"}  # exposed, as asked
+        url = f"http://127.0.0.1:{info.port}"
+        assert _status(url) == 401
+        assert _status(url, (user, "wrong-password-123")) == 401
+        assert _status(url, (user, password)) == 200
+        # clients (launcher, trials) log in with MLflow's standard variables
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+        client = client_for(url)
+        exp = client.create_experiment("auth-check")
+        run = client.create_run(exp, tags={"phase": "search"})
+        client.log_param(run.info.run_id, "base_lr", 0.01)
+        client.set_terminated(run.info.run_id)
+        got = client.get_run(run.info.run_id)
+        cmdline = Path(f"/proc/{info.pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    finally:
+        stop_server(study)
+    assert not socket_is_open(info.port)  # stopped
+    root = study / "mlflow"
+    secrets_seen = {
+        "server.log": (root / "server.log").read_text(errors="replace"),
+        "server.json": (root / "server.json").read_text(),
+        "basic_auth.ini": (root / "basic_auth.ini").read_text(),
+        "command line": cmdline.decode(errors="replace"),
+        "run params/tags": json.dumps([got.data.params, got.data.tags]),
+    }
+    assert "--app-name basic-auth" in secrets_seen["command line"]
+    assert oct((root / "basic_auth.ini").stat().st_mode & 0o777) == "0o600"
+    leaks = [where for where, text in secrets_seen.items() if password in text]
+    assert not leaks
+    tally["security: places scanned for the MLflow password"] += len(secrets_seen)
+    tally["security: MLflow password found in logs/records/params/tags"] += len(leaks)
+
+
+def socket_is_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
