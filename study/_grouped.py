@@ -63,12 +63,14 @@ class GroupedOptunaSearcher(Searcher):
 
     ``warm_start``: group key -> configurations (searched values) to evaluate first in that
     group, enqueued once when the group's study is new; ``study_attrs``: user attributes
-    stored on every group study (e.g. the MLflow parent run it belongs to)."""
+    stored on every group study (e.g. the MLflow parent run it belongs to); ``seed_salt``:
+    mixed into each group's TPE seed, so that a re-study does not replay the random start-up
+    proposals of the execution it continues."""
 
     def __init__(self, groups: Sequence[Group], *, storage_url: str, study_prefix: str,
                  seed: int, max_epochs: int,
                  warm_start: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
-                 study_attrs: Mapping[str, str] | None = None) -> None:
+                 study_attrs: Mapping[str, str] | None = None, seed_salt: str = "") -> None:
         super().__init__(metric=METRIC, mode=MODE)
         self._groups = {g.key: g for g in groups}
         self._storage_url = storage_url
@@ -81,6 +83,7 @@ class GroupedOptunaSearcher(Searcher):
         self._reported: dict[str, set[int]] = {}
         self._warm = {k: [dict(c) for c in v] for k, v in (warm_start or {}).items()}
         self._attrs = dict(study_attrs or {})
+        self._salt = seed_salt
 
     # ----------------------------------------------------------------------------- studies
     def study_name(self, key: str) -> str:
@@ -89,7 +92,7 @@ class GroupedOptunaSearcher(Searcher):
     def study(self, key: str) -> optuna.Study:
         if key not in self._studies:
             sampler = optuna.samplers.TPESampler(
-                seed=(self._seed * 1_000_003 + zlib.crc32(key.encode())) % 2**31)
+                seed=(self._seed * 1_000_003 + zlib.crc32((self._salt + key).encode())) % 2**31)
             study = optuna.create_study(
                 study_name=self.study_name(key), storage=self._storage_url, sampler=sampler,
                 direction="minimize", load_if_exists=True)

@@ -78,17 +78,18 @@ def search_groups(spec: StudySpec) -> list[Group]:
 
 def run_search(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path, *,
                resume: bool, storage: str | None = None, study_prefix: str | None = None,
-               warm_start: dict[str, list[dict[str, Any]]] | None = None
-               ) -> GroupedOptunaSearcher:
+               warm_start: dict[str, list[dict[str, Any]]] | None = None,
+               seed_salt: str = "") -> GroupedOptunaSearcher:
     """Search every group in one Tune run. ``study_prefix``: the Optuna study names'
     prefix (default the study's name; a re-study gets its own); ``warm_start``: group key ->
-    configurations to evaluate first (the previous execution's best)."""
+    configurations to evaluate first (the previous execution's best); ``seed_salt``: mixed
+    into the TPE seeds (a re-study: the previous run's id, so it proposes other points)."""
     groups = search_groups(spec)
     searcher = GroupedOptunaSearcher(
         groups, storage_url=f"sqlite:///{(study_dir / 'optuna.db').resolve()}",
         study_prefix=study_prefix or spec.name, seed=spec.search.seed,
         max_epochs=spec.search.asha.max_epochs, warm_start=warm_start,
-        study_attrs={"mlflow_parent_run_id": ctx.parent_run_id})
+        study_attrs={"mlflow_parent_run_id": ctx.parent_run_id}, seed_salt=seed_salt)
     if not groups:
         return searcher
     asha = spec.search.asha

@@ -12,7 +12,8 @@ search group with that execution's best configuration of the group, read from it
 runs (which trained exactly each group's best). Its Optuna studies are new
 (``<study>@<parent run id[:8]>/<variant>/split<k>`` in the same ``optuna.db``): a changed
 dataset or code makes the old objective values incomparable, so TPE must not mix them, while the
-old studies stay in the storage untouched.
+old studies stay in the storage untouched. Their TPE seeds are salted with the previous run's id:
+with the same seed a re-study would replay the previous execution's random start-up proposals.
 """
 
 from __future__ import annotations

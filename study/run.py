@@ -50,8 +50,10 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
     yet; default: what Ray has now). ``restudy``: this execution re-runs an earlier one
     (``python -m study.schedule run``): the parent run is tagged with the previous one and what
     changed, the search gets its own Optuna studies (``<study>@<run id[:8]>/<variant>/split<k>``)
-    seeded with the previous best configurations. ``data``: already prepared (the scheduler
-    fingerprinted it). An exception leaves the parent run FAILED with a ``failure_reason`` tag."""
+    seeded with the previous best configurations (TPE seeds salted with the previous run's id,
+    so the re-study does not replay its random start-up proposals). ``data``: already
+    prepared (the scheduler fingerprinted it). An exception leaves the parent run FAILED
+    with a ``failure_reason`` tag."""
     import ray
 
     from study import _phases, _trial
@@ -80,18 +82,20 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
     tags = run_tags(spec, data)
     parent = state.get("parent_run_id")
     prefix = state.get("optuna_study_prefix", spec.name)
+    salt = state.get("seed_salt", "")
     if parent is None:
         parent_tags = {**tags, **(restudy.tags() if restudy else {})}
         parent = tracking.start_parent_run(client, exp_id, tags=parent_tags,
                                            run_name=f"{spec.name}-{spec.fingerprint()[:8]}")
         prefix = f"{spec.name}@{parent[:8]}" if restudy else spec.name
+        salt = restudy.previous_run_id if restudy else ""
         logger = tracking.RunLogger(client, parent)
         logger.params(spec.flat_dict())
         logger.artifact_json("study_spec.json", spec.to_dict())
         logger.tags({"optuna_study_prefix": prefix})
         logger.flush()
         state_path.write_text(json.dumps({"parent_run_id": parent,
-                                          "optuna_study_prefix": prefix}))
+                                          "optuna_study_prefix": prefix, "seed_salt": salt}))
     else:
         client.update_run(parent, status="RUNNING")
         logger = tracking.RunLogger(client, parent)
@@ -105,7 +109,8 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
     try:
         searcher = _phases.run_search(spec, context("search"), study_dir, resume=resume,
                                       storage=storage, study_prefix=prefix,
-                                      warm_start=restudy.warm_start if restudy else None)
+                                      warm_start=restudy.warm_start if restudy else None,
+                                      seed_salt=salt)
         configs = _phases.best_configs(spec, searcher)
         rows = _phases.run_evaluation(spec, context("evaluate"), study_dir, configs,
                                       resume=resume, storage=storage)

@@ -187,6 +187,22 @@ def test_warm_start_configs_are_asked_first_and_count_against_the_budget(tmp_pat
     assert len(study.trials) == 3  # the warm start used one trial of the budget
 
 
+def test_a_salted_searcher_does_not_replay_the_previous_proposals(tmp_path):
+    from study._grouped import Group, GroupedOptunaSearcher
+
+    def suggest(trial):
+        return {"lr": trial.suggest_float("lr", 1e-4, 1.0, log=True)}
+
+    def first_three(prefix: str, salt: str) -> list[float]:
+        s = GroupedOptunaSearcher([Group("A", 0, 3, suggest)], seed=0, max_epochs=2,
+                                  storage_url=f"sqlite:///{tmp_path / 'o.db'}",
+                                  study_prefix=prefix, seed_salt=salt)
+        return [s.suggest(f"t{i}")["lr"] for i in range(3)]
+
+    assert first_three("a", "") == first_three("b", "")  # seeded: reproducible
+    assert first_three("c", "prev-run-id") != first_three("d", "")
+
+
 # ----------------------------------------------------------------------------- comparison
 
 
