@@ -114,7 +114,9 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
                 logger.tags({"stop_reason": "pruned"})
                 logger.finish("KILLED")
             raise
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, Exception):  # why, in the run (e.g. an unreadable checkpoint)
+                logger.tags({"failure_reason": f"{type(exc).__name__}: {exc}"[:1000]})
             logger.finish("FAILED")
             raise
         final = _final_metrics(result)

@@ -30,6 +30,10 @@ FORMAT_VERSION = 1
 _BEST_PREFIX = "best-e"
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be used (corrupted, truncated, another format); names the file."""
+
+
 def atomic_save(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``."""
     path = Path(path)
@@ -105,7 +109,18 @@ def load_best(directory: Path, name: str) -> dict[str, torch.Tensor]:
     path = Path(directory) / name
     if not path.exists():
         raise FileNotFoundError(f"best weights {path} named by the checkpoint are missing")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return _load(path)
+
+
+def _load(path: Path) -> Any:
+    """``torch.load`` on CPU; a truncated or corrupted file becomes a ``CheckpointError``."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 -- zip/pickle/tensor errors, whatever the damage
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(
+            f"{path}: unreadable checkpoint ({type(exc).__name__}: {first}); the file is "
+            "truncated or corrupted, so the trial cannot resume from it") from exc
 
 
 def save_checkpoint(directory: Path, payload: dict[str, Any]) -> Path:
@@ -125,8 +140,9 @@ def load_checkpoint(directory: Path) -> dict[str, Any] | None:
     path = Path(directory) / CHECKPOINT_FILE
     if not path.exists():
         return None
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{path}: checkpoint format {payload.get('format')!r}, this code reads "
+    payload = _load(path)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f"{path}: checkpoint format {found!r}, this code reads "
                          f"{FORMAT_VERSION}; start the trial afresh in an empty directory")
     return payload
