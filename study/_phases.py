@@ -70,21 +70,23 @@ def _concurrency(spec: StudySpec) -> int:
     return max(1, int(min(fits))) if fits else 1
 
 
-def search_groups(spec: StudySpec) -> list[Group]:
-    """One group per searched (variant, split); variants with nothing to search get none."""
-    return [Group(v, k, spec.search.trials, suggest_fn(spec.params_for(v)))
+def search_groups(spec: StudySpec, trials: int | None = None) -> list[Group]:
+    """One group per searched (variant, split); variants with nothing to search get none.
+    ``trials``: the budget per group (default the space's ``search.trials``)."""
+    return [Group(v, k, trials or spec.search.trials, suggest_fn(spec.params_for(v)))
             for v, k in spec.searches() if spec.params_for(v)]
 
 
 def run_search(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path, *,
                resume: bool, storage: str | None = None, study_prefix: str | None = None,
                warm_start: dict[str, list[dict[str, Any]]] | None = None,
-               seed_salt: str = "") -> GroupedOptunaSearcher:
+               seed_salt: str = "", trials: int | None = None) -> GroupedOptunaSearcher:
     """Search every group in one Tune run. ``study_prefix``: the Optuna study names'
     prefix (default the study's name; a re-study gets its own); ``warm_start``: group key ->
     configurations to evaluate first (the previous execution's best); ``seed_salt``: mixed
-    into the TPE seeds (a re-study: the previous run's id, so it proposes other points)."""
-    groups = search_groups(spec)
+    into the TPE seeds (a re-study: the previous run's id, so it proposes other points);
+    ``trials``: a re-study's smaller budget per group."""
+    groups = search_groups(spec, trials)
     searcher = GroupedOptunaSearcher(
         groups, storage_url=f"sqlite:///{(study_dir / 'optuna.db').resolve()}",
         study_prefix=study_prefix or spec.name, seed=spec.search.seed,

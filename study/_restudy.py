@@ -19,6 +19,7 @@ with the same seed a re-study would replay the previous execution's random start
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -80,11 +81,25 @@ class Restudy:
     trigger: Trigger
     reason: str
     warm_start: dict[str, list[dict[str, Any]]]
+    trials: int | None = None        # search budget per group; None = the space's
 
     def tags(self) -> dict[str, str]:
         return {"previous_run_id": self.previous_run_id, "changed": ",".join(self.changed),
                 "trigger": self.trigger, "change_reason": self.reason,
-                "warm_start_configs": str(sum(len(v) for v in self.warm_start.values()))}
+                "warm_start_configs": str(sum(len(v) for v in self.warm_start.values())),
+                **({"restudy_trials": str(self.trials)} if self.trials else {})}
+
+
+# ----------------------------------------------------------------------------- failures
+
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:~|\.{1,2})?(?:[\\/][^\s'\",:;()\[\]]+)+")
+_IMAGE = re.compile(r"[^\s'\",:;()\[\]/\\]+\.(?:tiff?|pgm|png|jpe?g|dcm|bmp)\b", re.I)
+
+
+def failure_reason(text: str, limit: int = 500) -> str:
+    """An error message fit for an MLflow tag: paths and image file names (which can carry
+    patient ids) replaced by ``<path>`` / ``<file>``; the full message stays in the local log."""
+    return _IMAGE.sub("<file>", _PATH.sub("<path>", text))[:limit]
 
 
 # ----------------------------------------------------------------------------- reading MLflow

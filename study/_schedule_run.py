@@ -42,10 +42,13 @@ class ScheduledRun:
     cluster: Path | None = None
     ray_address: str | None = None
     storage_path: str | None = None
+    restudy_trials: int | None = None
 
     def __post_init__(self) -> None:
         if (self.data is None) != (self.data_format is None):
             raise ValueError("--data and --data-format go together")
+        if self.restudy_trials is not None and self.restudy_trials < 1:
+            raise ValueError(f"--restudy-trials must be >= 1, got {self.restudy_trials}")
 
 
 def load_scheduled_spec(run: ScheduledRun) -> StudySpec:
@@ -126,7 +129,7 @@ def _run_locked(run: ScheduledRun, spec: StudySpec, runs: Path, uri: str,
         echo(f"skip {spec.name}: {decision.reason}")
         return 0
     echo(f"run {spec.name}: {decision.reason}")
-    restudy = _restudy(client, spec, decision, echo)
+    restudy = _restudy(client, spec, decision, echo, run.restudy_trials)
     try:
         outcome = run_study(spec, runs / spec.name, uri, restudy=restudy, data=data,
                             storage_path=run.storage_path, **extra)
@@ -147,15 +150,15 @@ def _run_locked(run: ScheduledRun, spec: StudySpec, runs: Path, uri: str,
     return 0
 
 
-def _restudy(client: Any, spec: StudySpec, decision: Decision,
-             echo: Callable[[str], Any]) -> Restudy | None:
+def _restudy(client: Any, spec: StudySpec, decision: Decision, echo: Callable[[str], Any],
+             trials: int | None) -> Restudy | None:
     if decision.previous is None:
         return None
     warm = warm_start_configs(client, decision.previous.run_id, spec)
     echo(f"re-study of {decision.previous.run_id}: {sum(map(len, warm.values()))} previous best "
          f"configuration(s) evaluated first ({', '.join(sorted(warm)) or 'none found'})")
     return Restudy(decision.previous.run_id, decision.changed, decision.trigger,
-                   decision.reason, warm)
+                   decision.reason, warm, trials)
 
 
 def record_failure(client: Any, spec: StudySpec, reason: str, *, trigger: str) -> str:
@@ -163,13 +166,14 @@ def record_failure(client: Any, spec: StudySpec, reason: str, *, trigger: str) -
     read, Ray did not start ...), so that the failure shows in MLflow and the next run
     retries."""
     from study import tracking
+    from study._restudy import failure_reason
     from study.run import _git_commit
 
     exp = tracking.experiment_for(client, spec.name)
     run_id = tracking.start_parent_run(
         client, exp, run_name=f"{spec.name}-failed",
         tags={"study": spec.name, "spec_fingerprint": spec.fingerprint(),
-              "git_commit": _git_commit(), "failure_reason": reason[:500],
+              "git_commit": _git_commit(), "failure_reason": failure_reason(reason),
               "failed_at": trigger})
     client.set_terminated(run_id, status="FAILED")
     return run_id

@@ -83,19 +83,22 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
     parent = state.get("parent_run_id")
     prefix = state.get("optuna_study_prefix", spec.name)
     salt = state.get("seed_salt", "")
+    trials = state.get("search_trials")  # a re-study's own budget (kept on --resume)
     if parent is None:
         parent_tags = {**tags, **(restudy.tags() if restudy else {})}
         parent = tracking.start_parent_run(client, exp_id, tags=parent_tags,
                                            run_name=f"{spec.name}-{spec.fingerprint()[:8]}")
         prefix = f"{spec.name}@{parent[:8]}" if restudy else spec.name
         salt = restudy.previous_run_id if restudy else ""
+        trials = restudy.trials if restudy else None
         logger = tracking.RunLogger(client, parent)
         logger.params(spec.flat_dict())
         logger.artifact_json("study_spec.json", spec.to_dict())
         logger.tags({"optuna_study_prefix": prefix})
         logger.flush()
         state_path.write_text(json.dumps({"parent_run_id": parent,
-                                          "optuna_study_prefix": prefix, "seed_salt": salt}))
+                                          "optuna_study_prefix": prefix, "seed_salt": salt,
+                                          "search_trials": trials}))
     else:
         client.update_run(parent, status="RUNNING")
         logger = tracking.RunLogger(client, parent)
@@ -110,7 +113,7 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
         searcher = _phases.run_search(spec, context("search"), study_dir, resume=resume,
                                       storage=storage, study_prefix=prefix,
                                       warm_start=restudy.warm_start if restudy else None,
-                                      seed_salt=salt)
+                                      seed_salt=salt, trials=trials)
         configs = _phases.best_configs(spec, searcher)
         rows = _phases.run_evaluation(spec, context("evaluate"), study_dir, configs,
                                       resume=resume, storage=storage)
@@ -134,7 +137,9 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
         status = "KILLED"
         raise
     except Exception as e:
-        logger.tags({"failure_reason": f"{type(e).__name__}: {e}"[:500]})
+        from study._restudy import failure_reason
+
+        logger.tags({"failure_reason": failure_reason(f"{type(e).__name__}: {e}")})
         raise
     finally:
         tracking.close_dangling_runs(client, exp_id, parent,

@@ -52,6 +52,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "of --runs-dir")
     p.add_argument("--storage-path", default=None,
                    help="Tune's storage (shared storage on a multi-node cluster)")
+    p.add_argument("--restudy-trials", type=int, default=None,
+                   help="search budget per variant × split of a re-study (default: the space's "
+                        "search.trials); its first trial is the previous best, so a re-study "
+                        "can afford fewer")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -84,6 +88,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.command in ("run", "install"):
         if (args.data is None) != (args.data_format is None):
             p.error("--data and --data-format go together")
+        if args.restudy_trials is not None and args.restudy_trials < 1:
+            p.error("--restudy-trials must be >= 1")
         if args.space is None:
             if args.study not in SHIPPED:
                 p.error(f"--space is required: {args.study!r} is not a shipped study "
@@ -117,7 +123,8 @@ def _run(args: argparse.Namespace) -> int:
                           data=args.data, data_format=args.data_format,
                           tracking_uri=args.tracking_uri, force=args.force,
                           cluster=args.cluster, ray_address=args.ray_address,
-                          storage_path=args.storage_path)
+                          storage_path=args.storage_path,
+                          restudy_trials=args.restudy_trials)
     return run_once(config, err=lambda s: print(s, file=sys.stderr))
 
 
@@ -134,7 +141,8 @@ def run_argv(args: argparse.Namespace, *, python: str, runs_dir: str, space: str
     for flag, value in (("--data", args.data and str(Path(args.data).expanduser().resolve())),
                         ("--data-format", args.data_format),
                         ("--tracking-uri", args.tracking_uri),
-                        ("--storage-path", args.storage_path)):
+                        ("--storage-path", args.storage_path),
+                        ("--restudy-trials", args.restudy_trials and str(args.restudy_trials))):
         if value:
             argv += [flag, value]
     return argv + (extra or [])

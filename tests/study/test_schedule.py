@@ -81,6 +81,13 @@ def test_previous_values_are_typed_and_kept_inside_the_current_space():
     assert previous_values(params, spec.params_for("FTED")) == {"base_lr": 0.00123}
 
 
+def test_failure_reasons_keep_paths_and_image_names_out_of_mlflow():
+    from study._restudy import failure_reason
+
+    text = failure_reason("DatasetError: /data/QZXDIR/BCDR-F03: image P_QZXPAT_1.tif unreadable")
+    assert text == "DatasetError: <path>: image <file> unreadable"
+
+
 # ----------------------------------------------------------------------------- lock
 
 
@@ -116,13 +123,15 @@ def test_cron_install_list_remove_round_trip(tmp_path, capsys):
     assert schedule_main(["install", "--study", "smoke", "--cron", "0 3 * * 1", *base]) == 0
     assert schedule_main(["install", "--study", "quick", "--cron", "30 2 1 * *", *base]) == 0
     # installing again replaces the study's entry
-    assert schedule_main(["install", "--study", "smoke", "--cron", "0 4 * * 1-5", *base]) == 0
+    assert schedule_main(["install", "--study", "smoke", "--cron", "0 4 * * 1-5",
+                          "--restudy-trials", "2", *base]) == 0
     entries = cron.entries(tab.read_text())
     assert [(e.study, e.schedule) for e in entries] == [("quick", "30 2 1 * *"),
                                                        ("smoke", "0 4 * * 1-5")]
     smoke = entries[1].command
     assert "-m study.schedule run --study smoke --space smoke" in smoke
     assert f"--runs-dir {tmp_path / 'runs'}" in smoke and "schedule.log 2>&1" in smoke
+    assert "--restudy-trials 2" in smoke
     capsys.readouterr()
     assert schedule_main(["list", "--crontab", str(tab)]) == 0
     listed = capsys.readouterr().out.splitlines()
@@ -333,7 +342,8 @@ def test_unchanged_study_is_skipped_and_a_failed_start_is_recorded(tmp_path, mlf
                        tracking_uri=mlflow_server)
     assert run_once(bad, echo=lines.append, err=lines.append) == 2
     failed = [r for r in mlflow_client.search_runs([exp]) if r.info.status == "FAILED"]
-    assert len(failed) == 1 and failed[0].data.tags["failure_reason"].startswith("data: ")
+    reason = failed[0].data.tags["failure_reason"]
+    assert len(failed) == 1 and reason.startswith("data: ") and str(tmp_path) not in reason
     from study._restudy import executions
 
     d = decide(Current(fp, _git_commit(), spec.fingerprint()), executions(mlflow_client, name))
@@ -353,7 +363,7 @@ def test_two_executions_second_adds_patients(tmp_path, ray_local, mlflow_server,
     name = f"sched-e2e-{time.time_ns()}"
     data = _write_data(tmp_path / "data", 24)
     cfg = ScheduledRun(study=name, space="smoke", runs_dir=tmp_path / "runs", data=data,
-                       data_format="bcdr", tracking_uri=mlflow_server)
+                       data_format="bcdr", tracking_uri=mlflow_server, restudy_trials=2)
     first_lines: list[str] = []
     t0 = time.monotonic()
     assert run_once(cfg, echo=first_lines.append, err=first_lines.append) == 0, first_lines
@@ -369,7 +379,7 @@ def test_two_executions_second_adds_patients(tmp_path, ray_local, mlflow_server,
     second = executions(mlflow_client, name)[0]
     assert second.status == "FINISHED" and second.run_id != first.run_id
     assert second.tags["previous_run_id"] == first.run_id
-    assert "data" in second.tags["changed"].split(",")
+    assert "data" in second.tags["changed"].split(",") and second.tags["restudy_trials"] == "2"
     assert second.tags["data_fingerprint"] != first.tags["data_fingerprint"]
     assert any(ln.startswith(f"run {name}: data changed") for ln in lines), lines
 
@@ -388,7 +398,7 @@ def test_two_executions_second_adds_patients(tmp_path, ray_local, mlflow_server,
         if v == "FTED":
             assert t0_params["lam"] == pytest.approx(float(r.data.params["regime.lam"]))
         assert study.trials[0].user_attrs["warm_start"] is True
-        assert len(study.trials) == 3  # the budget, warm start included
+        assert len(study.trials) == 2  # the re-study's budget, warm start included
         # the first execution's study is untouched
         assert len(optuna.load_study(study_name=f"{name}/{v}/split0",
                                      storage=storage).trials) == 3
