@@ -116,6 +116,13 @@ def main(argv: list[str] | None = None) -> int:
               f"--study-dir {runs})")
     from study.run import run_study
 
+    if not args.resume:
+        verdict = _previous_execution(spec, runs / spec.name, uri)
+        if verdict == "done":
+            return 0
+        if verdict == "conflict":
+            return 2
+        args.resume = verdict == "resume"
     try:
         run_study(spec, runs / spec.name, uri, resume=args.resume,
                   storage_path=args.storage_path, **on_cluster)
@@ -127,6 +134,40 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print(f"MLflow UI: {uri}")
     return 0
+
+
+def _previous_execution(spec, study_dir: Path, uri: str) -> str:
+    """What a launch without ``--resume`` does when the study folder holds an execution:
+    ``"new"`` (none), ``"done"`` (it FINISHED with this space: say so, run nothing),
+    ``"resume"`` (it was interrupted: continue it) or ``"conflict"`` (another space)."""
+    import json
+
+    from study import tracking
+    from study.run import STATE_FILE
+
+    state = study_dir / STATE_FILE
+    if not state.is_file():
+        return "new"
+    parent = json.loads(state.read_text()).get("parent_run_id")
+    try:
+        run = tracking.client_for(uri).get_run(parent)
+    except Exception:  # noqa: BLE001 -- not on this server: a fresh execution
+        return "new"
+    status, tags = run.info.status, run.data.tags
+    if tags.get("spec_fingerprint") not in (None, spec.fingerprint()):
+        print(f"error: {study_dir} holds an execution of another version of study "
+              f"{spec.name!r} (parent run {parent}). Run the changed study as a re-study "
+              f"(python -m study.schedule run --study {spec.name}) or under a new name "
+              "(--study NEW-NAME).", file=sys.stderr)
+        return "conflict"
+    if status == "FINISHED":
+        print(f"study {spec.name!r} already ran (parent run {parent}, FINISHED); its report: "
+              f"{study_dir / 'report' / 'report.html'} and MLflow {uri}. To run it again as "
+              f"a new execution: python -m study.schedule run --study {spec.name} --force")
+        return "done"
+    print(f"study {spec.name!r}: continuing its unfinished execution (parent run {parent}, "
+          f"{status})")
+    return "resume"
 
 
 def _on_cluster(args: argparse.Namespace, spec, space: str) -> int:

@@ -94,3 +94,21 @@ def test_bad_space_file_is_refused_before_ray_starts(tmp_path):
     assert done.returncode == 2
     assert "bad.yaml: variants[1]" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_second_launch_of_a_finished_study_runs_nothing(smoke_study, mlflow_server,
+                                                        mlflow_client, capsys, tmp_path):
+    from study.launch import main
+
+    spec, study_dir, outcome, _ = smoke_study
+    before = len(mlflow_client.search_runs([outcome.experiment_id]))
+    args = ["--study", spec.name, "--runs-dir", str(study_dir.parent),
+            "--tracking-uri", mlflow_server]
+    assert main(["--smoke-test", *args]) == 0
+    assert "already ran" in capsys.readouterr().out
+    # another version of the space under the same name is refused, not mixed in
+    changed = tmp_path / "smoke.yaml"
+    changed.write_text(shipped_path("smoke").read_text().replace("trials: 3", "trials: 4"))
+    assert main(["--space", str(changed), *args]) == 2
+    assert "another version of study" in capsys.readouterr().err
+    assert len(mlflow_client.search_runs([outcome.experiment_id])) == before
