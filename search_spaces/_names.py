@@ -23,9 +23,11 @@ SPLIT_MODES: tuple[str, ...] = ("patient", "image")
 SPLIT_SCHEMES: tuple[str, ...] = ("repeated", "kfold")
 SEARCH_MODES: tuple[str, ...] = ("nested", "shared")
 ROLES: tuple[str, ...] = ("scientific", "nuisance", "fixed")
-#: Per-epoch validation metrics the trainable reports; the suffix says the direction.
-METRICS: dict[str, Literal["min", "max"]] = {"val_loss": "min", "val_acc": "max",
-                                             "val_auc": "max"}
+#: The validation metric search acts on (ASHA's rungs, Optuna's objective) and its direction.
+#: Only the validation loss for now: the trainable picks its best epoch (early stopping, the
+#: restored weights) by validation loss, and a search ranking trials by accuracy or AUC would
+#: judge them at an epoch the trial itself did not choose.
+METRICS: dict[str, Literal["min", "max"]] = {"val_loss": "min"}
 
 #: ``trainables.datasets.synthetic.SynthConfig`` fields -> "int" | "float" | "pair".
 SYNTH_FIELDS: dict[str, str] = {

@@ -558,3 +558,9 @@ def test_importing_search_spaces_pulls_in_nothing_heavy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == "[]"
+
+
+def test_search_metric_is_the_validation_loss_the_trainable_selects_by(tmp_path):
+    text = shipped_path("smoke").read_text().replace("  asha:", "  metric: val_auc\n  asha:", 1)
+    with pytest.raises(SpecError, match=r"search.metric"):
+        load_spec(write(tmp_path, text, "smoke.yaml"))
