@@ -84,8 +84,8 @@ class Case:
 
     @property
     def data_rows(self) -> int:
-        start = 0 if self.fmt == "mias" else 1
-        return sum(1 for ln in self.lines[start:] if ln.strip())
+        start = 0 if self.fmt == "mias" else 1  # a line of bare separators is a blank row
+        return sum(1 for ln in self.lines[start:] if ln.replace(",", "").strip())
 
 
 # ------------------------------------------------------------------------------- applying damage

@@ -4,9 +4,9 @@
   restarts the trial from its last checkpoint (``FailureConfig(max_failures=2)``), the study
   completes, MLflow holds one run per trial, and the evaluation results equal those of an
   undisturbed run with the same seeds (CPU training is bit-reproducible).
-* The study's MLflow server is stopped for 30 s mid-search and started again on its port:
-  trials keep training, the metrics logged during the outage arrive afterwards, no run is left
-  RUNNING.
+* The study's MLflow server is stopped for 30 s mid-evaluation (8-epoch trials) and started
+  again on its port: trials keep training, the epochs logged during the outage arrive
+  afterwards, no run is left RUNNING.
 * A trial's last checkpoint is corrupted, then its worker killed: the restarted trial fails
   with a message naming the unreadable file (in MLflow: run FAILED, ``failure_reason`` tag);
   the study goes on and reports the evaluation as missing.
@@ -17,8 +17,11 @@ disturbed studies run in the same session on the same machine.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -102,11 +105,20 @@ def _kill(pid: int, trial_dir: Path) -> None:
 
 # ----------------------------------------------------------------------------------- studies
 
-def _run(name: str, root: Path, uri: str):  # type: ignore[no-untyped-def]
+def _run(name: str, root: Path, uri: str, spec=None):  # type: ignore[no-untyped-def]
     from study.run import run_study
 
-    spec = load_spec("smoke").with_name(name)
+    spec = (spec or load_spec("smoke")).with_name(name)
     return spec, run_study(spec, root / name, uri, echo=lambda _line: None)
+
+
+def _long_evaluation_spec():  # type: ignore[no-untyped-def]
+    """smoke.yaml with 8 evaluation epochs (no early stop): trials that outlast an outage."""
+    from search_spaces import spec_from_dict
+
+    data = load_spec("smoke").to_dict()
+    data["evaluation"] = {**data["evaluation"], "max_epochs": 8, "early_stopping_patience": 8}
+    return spec_from_dict(data, source="smoke.yaml (8 evaluation epochs)")
 
 
 def _results(outcome) -> dict[tuple[str, int], tuple]:  # type: ignore[no-untyped-def]
@@ -160,8 +172,7 @@ def test_killed_trial_workers_restart_from_checkpoint_with_identical_results(
     tally["runs lost (kill test)"] += 0 if len(runs) else 1
 
 
-def test_mlflow_server_outage_of_30s_mid_search_loses_nothing(baseline, tmp_path, ray_local):
-    spec, base = baseline
+def test_mlflow_server_outage_of_30s_mid_evaluation_loses_nothing(tmp_path, ray_local):
     server_dir = tmp_path / "server"
     info = ensure_server(server_dir, timeout_s=180)
     outage: dict[str, float] = {}
@@ -177,23 +188,23 @@ def test_mlflow_server_outage_of_30s_mid_search_loses_nothing(baseline, tmp_path
         outage["back"] = time.monotonic()
         assert again.url == info.url  # same port: trials' loggers reach the new server
 
-    injector = Injector(tmp_path / "faults-outage" / "ray", ["search"], outage_30s)
+    injector = Injector(tmp_path / "faults-outage" / "ray", ["evaluate"], outage_30s)
     injector.start()
     try:
-        spec, outcome = _run("faults-outage", tmp_path, info.url)
+        spec, outcome = _run("faults-outage", tmp_path, info.url, _long_evaluation_spec())
         injector.join(timeout=300)
         client = client_for(info.url)
         assert injector.done and outage["restart"] - outage["start"] >= 30
-        tally["faults injected: MLflow server stopped 30 s mid-search"] += 1
+        tally["faults injected: MLflow server stopped 30 s mid-evaluation"] += 1
         runs = _check_runs(client, spec, outcome)
         # trials kept training while the server was down: epochs logged (client timestamps)
         # inside the outage are in MLflow now, delivered after the restart
         during = [m for r in runs for m in client.get_metric_history(r.info.run_id, "val_loss")
                   if outage["down_wall"] <= m.timestamp / 1000 <= outage["up_wall"]]
         assert during, "no epoch ended during the outage: the fault did not hit training"
-        tally["metrics logged during the MLflow outage, delivered afterwards"] += len(during)
-        assert _results(outcome) == _results(base)
-        tally["faults survived: MLflow server stopped 30 s mid-search"] += 1
+        tally["epochs logged during the MLflow outage, delivered afterwards"] += len(during)
+        assert len(outcome.evaluations) == len(spec.variants)
+        tally["faults survived: MLflow server stopped 30 s mid-evaluation"] += 1
     finally:
         stop_server(server_dir)
 
@@ -233,3 +244,76 @@ def test_corrupted_checkpoint_fails_its_trial_clearly_and_the_study_goes_on(
     others = [r for r in runs if r.data.tags["phase"] == "evaluate" and r is not failed[0]]
     assert all(r.info.status == "FINISHED" for r in others)
     tally["faults survived: checkpoint file corrupted (clear failure, study went on)"] += 1
+
+
+def _session_members(sid: int) -> list[int]:
+    """Live processes of session ``sid`` (the launcher was started in its own session)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[3]) == sid and fields[0] not in ("Z", "X"):
+                out.append(int(entry.name))
+    return out
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "open bug: after a SIGKILLed launcher, --resume restores Tune's last saved experiment state, "
+    "older than Optuna's DB; trials that completed in Optuna meanwhile complete again and "
+    "study/_grouped.py GroupedOptunaSearcher.on_trial_complete calls study.tell on a COMPLETE "
+    "trial -> ValueError 'Cannot tell a COMPLETE trial', the search stays unfinished, exit 130"))
+def test_launcher_sigkilled_mid_search_resumes_without_loss_or_duplicates(
+        tmp_path, mlflow_server, mlflow_client):
+    import optuna
+
+    from study.tracking import experiment_for
+
+    name = "faults-driver"
+    args = [sys.executable, "-m", "study.launch", "--smoke-test", "--runs-dir",
+            str(tmp_path / "runs"), "--study", name, "--tracking-uri", mlflow_server]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    first = tmp_path / "first.log"
+    with first.open("w") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline and proc.poll() is None:
+            if "search   2/6 done" in first.read_text():
+                break
+            time.sleep(0.3)
+        assert proc.poll() is None, first.read_text()
+        os.kill(proc.pid, signal.SIGKILL)  # no handler runs: runs stay RUNNING, state as is
+        proc.wait(timeout=30)
+    time.sleep(5)  # Ray's processes share the driver's fate; end any straggler of ours
+    for pid in _session_members(proc.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    tally["faults injected: launcher (driver) SIGKILLed mid-search"] += 1
+    second = tmp_path / "second.log"
+    with second.open("w") as log:
+        rc = subprocess.run([*args, "--resume"], stdout=log, stderr=subprocess.STDOUT,
+                            env=env, timeout=900).returncode
+    text = second.read_text()
+    assert rc == 0 and "Table 1" in text, text[-3000:]
+    spec = load_spec("smoke")
+    exp = experiment_for(mlflow_client, name)
+    parents = [r for r in mlflow_client.search_runs([exp])
+               if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # the same execution
+    runs = child_runs(mlflow_client, exp, parents[0].info.run_id)
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    search = [r for r in runs if r.data.tags["phase"] == "search"]
+    evaluate = [r for r in runs if r.data.tags["phase"] == "evaluate"]
+    assert len(search) == len({r.data.tags["trial"] for r in search})  # one run per trial
+    assert sorted(r.data.tags["variant"] for r in evaluate) == sorted(spec.variants)
+    assert all(r.info.status == "FINISHED" for r in evaluate)
+    storage = f"sqlite:///{tmp_path / 'runs' / name / 'optuna.db'}"
+    for v in spec.variants:
+        trials = optuna.load_study(study_name=f"{name}/{v}/split0", storage=storage).trials
+        assert {t.state for t in trials} <= {optuna.trial.TrialState.COMPLETE,
+                                             optuna.trial.TrialState.PRUNED}, trials
+        assert len(trials) == spec.search.trials  # the budget: none lost, none run twice
+    tally["faults survived: launcher (driver) SIGKILLed mid-search"] += 1
