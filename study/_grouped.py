@@ -32,6 +32,7 @@ from ray.tune.search import Searcher
 log = logging.getLogger(__name__)
 
 METRIC = "best_val_loss"
+ORPHANED = "orphaned"
 MODE = "min"
 
 
@@ -105,9 +106,11 @@ class GroupedOptunaSearcher(Searcher):
         return self._studies[key]
 
     def _asked(self, key: str) -> list[optuna.trial.FrozenTrial]:
-        """A group's trials, less the enqueued ones not handed out yet (WAITING)."""
+        """A group's trials, less the enqueued ones not handed out yet (WAITING) and those a
+        killed driver left behind (``orphaned``: asked, never run, re-asked on resume)."""
         return [t for t in self.study(key).get_trials(deepcopy=False)
-                if t.state != optuna.trial.TrialState.WAITING]
+                if t.state != optuna.trial.TrialState.WAITING
+                and not t.user_attrs.get(ORPHANED)]
 
     def unfinished(self, key: str, budget: int) -> bool:
         """True while a group has budget left or trials still running (e.g. after Ctrl-C)."""
@@ -150,10 +153,14 @@ class GroupedOptunaSearcher(Searcher):
         if result and METRIC in result and "epoch" in result:
             # a trial stopped at this result is told here, not in on_trial_result
             self.on_trial_result(trial_id, result)
-        key, _ = self._live.pop(trial_id)
+        key, number = self._live.pop(trial_id)
         study = self.study(key)
         self._trials.pop(trial_id, None)
         self._reported.pop(trial_id, None)
+        frozen = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
+        if frozen is not None and frozen.state.is_finished():
+            # resumed from a Tune state older than the storage: Optuna already knows the end
+            return
         if error or not result or METRIC not in result:
             study.tell(ot, state=optuna.trial.TrialState.FAIL)
         elif int(result.get("epoch", 0)) < self._max_epochs and not result.get("trial_done"):
@@ -184,9 +191,21 @@ class GroupedOptunaSearcher(Searcher):
             pickle.dump({"live": self._live}, fh)
 
     def restore(self, checkpoint_path: str) -> None:
+        """Tune's saved searcher state. Trials the storage holds as RUNNING that the saved
+        state does not know were asked after Tune's last save by a driver that then died:
+        they never ran here, so they are failed, marked ``orphaned`` and asked again."""
         with open(checkpoint_path, "rb") as fh:
             self._live = pickle.load(fh)["live"]
         self._trials = {}
+        known = set(self._live.values())
+        for key in self._groups:
+            study = self.study(key)
+            for t in study.get_trials(deepcopy=False):
+                if t.state == optuna.trial.TrialState.RUNNING and (key, t.number) not in known:
+                    study._storage.set_trial_user_attr(t._trial_id, ORPHANED, True)
+                    study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+                    log.warning("%s: Optuna trial %d was asked by a driver that died before "
+                                "Tune saved it; failed and asked again", key, t.number)
 
     def __getstate__(self) -> dict[str, Any]:  # studies hold DB engines: rebuild lazily
         state = dict(self.__dict__)

@@ -93,7 +93,7 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
         trials = restudy.trials if restudy else None
         logger = tracking.RunLogger(client, parent)
         logger.params(spec.flat_dict())
-        logger.artifact_json("study_spec.json", spec.to_dict())
+        logger.artifact_json("study_spec.json", spec.public_dict())
         logger.tags({"optuna_study_prefix": prefix})
         logger.flush()
         state_path.write_text(json.dumps({"parent_run_id": parent,

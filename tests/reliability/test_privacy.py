@@ -110,13 +110,7 @@ def test_no_patient_id_file_name_or_path_reaches_mlflow(private_study, mlflow_cl
             check(f"raw {f.name}", f.read_bytes())
     tally["privacy: MLflow values and files scanned"] += scanned
     tally["privacy: patient ids / file names / paths found in MLflow"] += len(leaks)
-    # Known, open: study/run.py logs ``spec.to_dict()`` as study_spec.json (the report embeds
-    # it): the dataset folder's path. The fix is one line there (``spec.public_dict()``).
-    known = [x for x in leaks if x.endswith(FOLDER_MARK)
-             and ("study_spec.json" in x or "report" in x)]
-    assert not [x for x in leaks if x not in known], "\n".join(leaks[:20])
-    if known:
-        pytest.xfail("dataset folder path in study_spec.json / report.html: " + "; ".join(known))
+    assert not leaks, "\n".join(leaks[:20])
 
 
 def test_mlflow_params_and_public_spec_carry_no_dataset_path(tmp_path):
