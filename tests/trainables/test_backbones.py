@@ -28,14 +28,6 @@ LITE0_BLOCKS = ["stem", *(f"stage{i}" for i in range(7)), "head_conv"]
 SMALL = {"inception_v3": 75, "efficientnet_lite0": 64}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def lite0_pretrained():
     return create_backbone("efficientnet_lite0", pretrained=True)

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from trainables.inspect import main
 
@@ -43,14 +42,6 @@ def test_fted_json_lists_every_block_with_decaying_rates():
     assert rows[0]["lr_min"] == pytest.approx(1e-3 * math.exp(-3))  # paper's λ: e^-3 at input
     maxima = [r["lr_max"] for r in rows]
     assert maxima == sorted(maxima)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_options_reach_the_table(capsys):

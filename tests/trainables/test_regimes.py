@@ -37,14 +37,6 @@ LAST_BLOCKS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def small_model(backbone: str, variant: str, **regime) -> Classifier:
     """A model at the smallest input; real ImageNet weights for Lite0, random Inception."""
     regime.setdefault("head_hidden", 16)

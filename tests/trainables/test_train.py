@@ -24,14 +24,6 @@ from trainables.train import TIMING_KEYS, derive_seeds, run_trial
 SIDE = 48
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_rois(n: int = 48, side: int = SIDE, seed: int = 0) -> RoiSet:
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % 2
