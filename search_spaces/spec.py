@@ -214,8 +214,9 @@ class StudySpec:
         return out
 
     def flat_dict(self) -> dict[str, Any]:
-        """:meth:`public_dict` flattened to dotted keys (``search.asha.max_epochs``), for
-        MLflow params; lists of scalars become comma-joined strings."""
+        """:meth:`public_dict` flattened to dotted keys (``search.asha.max_epochs``,
+        ``search.params.base_lr.0.low`` for the first of a list), for MLflow params, whose keys
+        allow no brackets; lists of scalars become comma-joined strings."""
         out: dict[str, Any] = {}
 
         def walk(prefix: str, value: Any) -> None:
@@ -224,7 +225,7 @@ class StudySpec:
                     walk(join(prefix, k), v)
             elif isinstance(value, list) and any(isinstance(x, dict) for x in value):
                 for i, v in enumerate(value):
-                    walk(join(prefix, i), v)
+                    walk(f"{prefix}.{i}", v)
             elif isinstance(value, list):
                 out[prefix] = ",".join(str(x) for x in value)
             else:

@@ -564,3 +564,12 @@ def test_search_metric_is_the_validation_loss_the_trainable_selects_by(tmp_path)
     text = shipped_path("smoke").read_text().replace("  asha:", "  metric: val_auc\n  asha:", 1)
     with pytest.raises(SpecError, match=r"search.metric"):
         load_spec(write(tmp_path, text, "smoke.yaml"))
+
+
+@pytest.mark.parametrize("name", ["quick", "paper", "smoke"])
+def test_flat_dict_keys_are_valid_mlflow_param_names(name):
+    flat = load_spec(name).flat_dict()
+    bad = [k for k in flat if not re.fullmatch(r"[\w./\- :]+", k) or len(k) > 250]
+    assert not bad
+    if name == "quick":  # a list of per-variant declarations gets numbered keys
+        assert flat["search.params.base_lr.1.variants"] == "FE,1FT,2FT,3FT,AllFT"

@@ -33,6 +33,7 @@ def test_smoke_study_logs_every_trial_to_mlflow(smoke_study, mlflow_client):
                 "spec_fingerprint"):
         assert parent.data.tags[tag]
     assert parent.data.params["backbone"] == "efficientnet_lite0"
+    assert parent.data.params.keys() == spec.flat_dict().keys()  # none rejected by MLflow
     runs = child_runs(mlflow_client, outcome.experiment_id, outcome.parent_run_id)
     assert all(r.info.status in ("FINISHED", "KILLED", "FAILED") for r in runs)
     assert not [r for r in runs if r.info.status == "RUNNING"]
