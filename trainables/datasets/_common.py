@@ -94,16 +94,25 @@ def parse_points(text: str, *, file: Path, row: int, field: str,
         return None
     values = []
     for tok in tokens:
-        try:
-            v = float(tok)
-        except ValueError:
-            log.add(file, row, field, f"non-numeric coordinate {tok!r}")
-            return None
-        if not math.isfinite(v):
-            log.add(file, row, field, f"non-finite coordinate {tok!r}")
+        v = parse_number(tok, file=file, row=row, field=field, log=log, what="coordinate")
+        if v is None:
             return None
         values.append(v)
     return values
+
+
+def parse_number(text: str, *, file: Path, row: int, field: str, log: ProblemLog,
+                 what: str = "value") -> float | None:
+    """One finite number; logs ``non-numeric/non-finite <what>`` and returns None if bad."""
+    try:
+        v = float(text)
+    except ValueError:
+        log.add(file, row, field, f"non-numeric {what} {text!r}")
+        return None
+    if not math.isfinite(v):
+        log.add(file, row, field, f"non-finite {what} {text!r}")
+        return None
+    return v
 
 
 def image_size(path: Path, log: ProblemLog, *, file: Path, row: int | None,

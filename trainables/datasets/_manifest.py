@@ -9,7 +9,6 @@ coordinates use a top-left origin.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from trainables.datasets._common import (
@@ -17,6 +16,7 @@ from trainables.datasets._common import (
     check_duplicates,
     check_outline,
     image_size,
+    parse_number,
     parse_points,
     read_csv_rows,
 )
@@ -117,13 +117,8 @@ def _outline(row: dict[str, str], row_no: int, csv_path: Path, geometry: tuple[s
         return tuple(zip(xs, ys, strict=True))
     values = []
     for key in geometry:
-        try:
-            v = float(row[key])
-        except ValueError:
-            log.add(csv_path, row_no, key, f"non-numeric value {row[key]!r}")
-            return None
-        if not math.isfinite(v):
-            log.add(csv_path, row_no, key, f"non-finite value {row[key]!r}")
+        v = parse_number(row[key], file=csv_path, row=row_no, field=key, log=log)
+        if v is None:
             return None
         values.append(v)
     if geometry[0] == "x_min":
