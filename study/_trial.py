@@ -4,14 +4,18 @@ This is the one place where a Tune config dict becomes a :class:`~trainables.con
 Per epoch the trial reports its metrics (and its checkpoint) to Tune and sends them, batched,
 to its MLflow child run; at the end it logs the final metrics, the per-block learning-rate
 table and, in the evaluation phase, ROC points and per-sample test probabilities (keyed by
-anonymous sample ids). A trial restarted from its checkpoint (a crash, a resumed study) finds
-its MLflow run id in the checkpoint and keeps logging to the same run.
+anonymous sample ids). A trial restarted from its checkpoint (a crash, a lost node, a full
+disk, a resumed study) finds its MLflow run id in the checkpoint and keeps logging to the same
+run, set RUNNING again and tagged with the worker (``node_id``, ``host``, ``worker_pid``) and the
+checkpoint (``restored_from``) it goes on from; its epochs reach MLflow exactly once
+(:mod:`study._journal`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import shutil
 import socket
 import tempfile
@@ -23,6 +27,8 @@ from ray import tune
 
 from search_spaces import StudySpec
 from search_spaces.spec import Phase
+from study._journal import EpochJournal, logged_epochs
+from study._restudy import failure_reason
 from trainables._roiset import RoiSet
 from trainables.config import TrainConfig
 from trainables.splits import Split
@@ -74,39 +80,53 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
     trial_id = tune.get_context().get_trial_id() or "local"
     work = Path(tempfile.mkdtemp(prefix="tlstudy-trial-"))
     try:
+        client = tracking.client_for(ctx.tracking_uri)
+        where = {**_node_tags(), "worker_pid": str(os.getpid())}  # updated at every (re)start
         restored = tune.get_checkpoint()
         if restored is not None:
             restored.to_directory(str(work))
         run_file = work / RUN_ID_FILE
-        if run_file.is_file():
+        if run_file.is_file():  # restarted from a checkpoint: the same run, running again
             run_id = run_file.read_text().strip()
+            client.update_run(run_id, status="RUNNING")
+            journal = EpochJournal.restore(work, logged_epochs(client, run_id))
+            where["restored_from"] = Path(restored.path).name if restored else ""
+            prior = client.get_run(run_id).data.tags.get("failure_reason")
+            if prior is not None:  # it failed, and now goes on: the reason is history
+                client.delete_tag(run_id, "failure_reason")
+                where["restarted_after"] = prior
         else:
             run_id = tracking.start_child_run(
-                tracking.client_for(ctx.tracking_uri), ctx.experiment_id, ctx.parent_run_id,
+                client, ctx.experiment_id, ctx.parent_run_id,
                 phase=ctx.phase, variant=cfg.regime.variant, split=split.index,
                 trial=trial_id, params=_flat_params(cfg, config),
-                tags={**ctx.tags, **_role_tags(ctx.spec, cfg.regime.variant),
-                      **_node_tags()})
+                tags={**ctx.tags, **_role_tags(ctx.spec, cfg.regime.variant)})
             run_file.write_text(run_id)
+            journal = EpochJournal(work)
         logger = tracking.RunLogger(ctx.tracking_uri, run_id)
+        logger.tags(where)
+        journal.send(logger, upto=math.inf)  # epochs a crash kept from MLflow, if any
 
         last_epoch = [0]
 
         def reporter(metrics: dict[str, Any]) -> str | None:
             last_epoch[0] = int(metrics["epoch"])
             numeric = {k: float(v) for k, v in metrics.items() if _is_number(v)}
-            logger.metrics(int(metrics["epoch"]), numeric)
-            logger.flush()
+            journal.record(last_epoch[0], numeric, int(metrics["checkpoint_epoch"]))
+            # the checkpoint first: an epoch reaches MLflow only once a restart cannot redo it
             tune.report({**numeric, "trial_done": False},
                         checkpoint=tune.Checkpoint.from_directory(str(work)))
+            journal.send(logger, upto=int(metrics["checkpoint_epoch"]))
+            logger.flush()
             return None
 
         try:
             result = run_trial(cfg, ctx.rois, split, reporter=reporter, checkpoint_dir=work,
                                phase=ctx.phase)
         except SystemExit:
-            # Tune ends a trial its scheduler stopped (ASHA) with sys.exit(0) inside report();
-            # stopped at its last epoch it has had its whole budget: not pruned.
+            # Tune ends a trial its scheduler stopped (ASHA) with sys.exit(0) inside report(),
+            # after it saw the epoch; stopped at its last epoch it had its whole budget.
+            journal.send(logger, upto=math.inf)
             if last_epoch[0] >= cfg.max_epochs:
                 logger.tags({"stop_reason": "budget"})
                 logger.finish("FINISHED")
@@ -115,10 +135,12 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
                 logger.finish("KILLED")
             raise
         except BaseException as exc:
-            if isinstance(exc, Exception):  # why, in the run (e.g. an unreadable checkpoint)
-                logger.tags({"failure_reason": f"{type(exc).__name__}: {exc}"[:1000]})
-            logger.finish("FAILED")
+            if isinstance(exc, Exception):  # why, in the run (e.g. an unreadable checkpoint);
+                # paths and file names stay in Tune's error.txt, out of MLflow
+                logger.tags({"failure_reason": failure_reason(f"{type(exc).__name__}: {exc}")})
+            logger.finish("FAILED")  # Tune may restart it: then RUNNING again, same run
             raise
+        journal.send(logger, upto=math.inf)
         final = _final_metrics(result)
         logger.metrics(result.epochs_run, final)
         logger.tags({"stop_reason": result.stop_reason})

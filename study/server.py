@@ -21,6 +21,7 @@ training study never uses). Together about 0.5 GB in two processes.
 CLI::
 
     python -m study.server start  [--study-dir DIR] [--port P] [--host H] [--timeout S]
+                                  [--allowed-hosts NAME,...]
                                   (DIR: the launcher's --runs-dir, default ``runs``)
     python -m study.server stop   [--study-dir DIR]
     python -m study.server status [--study-dir DIR] [--json]
@@ -29,6 +30,7 @@ CLI::
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import dataclasses
 import fcntl
@@ -38,10 +40,13 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -202,7 +207,7 @@ def _wait_healthy(info: ServerInfo, timeout_s: float, child: subprocess.Popen | 
 
 
 def _server_command(paths: _Paths, host: str, port: int, workers: int,
-                    auth: bool = False) -> list[str]:
+                    auth: bool = False, allowed: Sequence[str] = ()) -> list[str]:
     return [
         sys.executable, "-m", "mlflow", "server",
         "--backend-store-uri", f"sqlite:///{paths.db}",
@@ -211,7 +216,68 @@ def _server_command(paths: _Paths, host: str, port: int, workers: int,
         "--port", str(port),
         "--workers", str(workers),
         *(["--app-name", "basic-auth"] if auth else []),
+        *(["--allowed-hosts", ",".join(allowed)] if allowed else []),
     ]
+
+
+def own_addresses() -> set[str]:
+    """This machine's addresses: its name's, and the one its default route leaves from (a UDP
+    socket "connected" to a non-routed address sends nothing; the kernel picks the source)."""
+    out: set[str] = set()
+    with contextlib.suppress(OSError):
+        out.update(str(a[4][0]) for a in socket.getaddrinfo(socket.gethostname(), None))
+    for family, probe in ((socket.AF_INET, "10.255.255.255"), (socket.AF_INET6, "fd00::ffff")):
+        with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect((probe, 1))
+            out.add(str(s.getsockname()[0]))
+    return {a.split("%", 1)[0] for a in out}
+
+
+def allowed_hosts(host: str, extra: Sequence[str] = ()) -> list[str]:
+    """The ``Host`` headers an exposed server answers (MLflow refuses any other with 403, its
+    guard against DNS rebinding): MLflow's defaults (loopback names, the private address
+    ranges), this machine's names and addresses, the bind address and ``extra`` (a DNS name
+    users reach it by), each with any port. A loopback server keeps MLflow's defaults (``[]``)."""
+    if is_loopback(host):
+        return []
+    from mlflow.server.security_utils import get_default_allowed_hosts
+
+    names = {socket.gethostname(), socket.getfqdn(), *own_addresses(), *extra}
+    if host not in ("0.0.0.0", "::"):
+        names.add(host)
+    out = list(get_default_allowed_hosts())
+    for name in sorted(n for n in names if n):
+        bracketed = f"[{name}]" if ":" in name else name
+        escaped = bracketed.replace("[", "[[]", 1) if ":" in name else bracketed
+        out += [bracketed, f"{escaped}:*"]
+    return list(dict.fromkeys(out))
+
+
+def _check_login(info: ServerInfo) -> None:
+    """An exposed server must accept the credentials its clients will use; MLflow keeps the
+    admin password of its first start in ``basic_auth.db``, so a changed one is refused there
+    (401) although ``/health`` answers: say so now, not at the first trial."""
+    creds = credentials_from_env()
+    if info.auth is None or creds is None:
+        return
+    url = f"http://127.0.0.1:{info.port}/api/2.0/mlflow/experiments/search?max_results=1"
+    request = urllib.request.Request(url)
+    token = base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30):
+            return
+    except urllib.error.HTTPError as e:
+        if e.code != 401:
+            raise ServerError(f"MLflow server {info.url} answers {e.code} to a logged-in "
+                              "request; see its log " + str(info.log_path)) from None
+    raise ServerError(
+        f"MLflow server {info.url} refuses the credentials for user {creds[0]!r} (401). MLflow "
+        f"keeps the admin password of its first start in {info.log_path.parent / 'basic_auth.db'}"
+        ": log in with that one, or change it there "
+        "(mlflow.server.get_app_client('basic-auth', tracking_uri=URL)"
+        ".update_user_password(USER, NEW, current_password=OLD)), "
+        "or delete basic_auth.db to start over with these credentials")
 
 
 def is_loopback(host: str) -> bool:
@@ -284,12 +350,13 @@ def _auth_env(paths: _Paths, host: str) -> dict[str, str]:
 
 
 def _spawn(
-    paths: _Paths, host: str, port: int, workers: int
+    paths: _Paths, host: str, port: int, workers: int, extra_hosts: Sequence[str] = ()
 ) -> tuple[ServerInfo, subprocess.Popen]:
     """Start the server detached (own session), logging to ``server.log``; no waiting."""
     paths.artifacts.mkdir(parents=True, exist_ok=True)
     auth_env = _auth_env(paths, host)
-    cmd = _server_command(paths, host, port, workers, auth=bool(auth_env))
+    cmd = _server_command(paths, host, port, workers, auth=bool(auth_env),
+                          allowed=allowed_hosts(host, extra_hosts))
     with paths.log.open("ab") as log:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         log.write(f"\n=== {stamp} starting: {' '.join(cmd)}\n".encode())
@@ -331,6 +398,7 @@ def ensure_server(
     port: int | None = None,
     timeout_s: float = 60.0,
     workers: int = 1,
+    extra_hosts: Sequence[str] = (),
 ) -> ServerInfo:
     """Reuse the study's running MLflow server, or start one and wait for ``/health``.
 
@@ -338,7 +406,8 @@ def ensure_server(
     ``/health`` (one still starting up is waited for). Otherwise a new server starts on
     ``port`` — or, when None, on the recorded port if free (so URLs held by running trials
     stay valid), else on a free port. An explicit ``port`` other than the running server's
-    restarts the server there.
+    restarts the server there. An exposed server (``host`` not loopback) answers requests
+    addressed to this machine's names and addresses and to ``extra_hosts`` (``allowed_hosts``).
 
     Raises:
         ServerError: the server exited early or did not answer within ``timeout_s`` (it is
@@ -358,6 +427,7 @@ def ensure_server(
                                           f"--study-dir {study_dir}") from None
                 else:  # (it died while we waited: start a new one below)
                     logger.info("reusing MLflow server %s (pid %d)", previous.url, previous.pid)
+                    _check_login(previous)
                     return dataclasses.replace(previous, reused=True)
             else:
                 _stop(paths, previous)
@@ -369,7 +439,7 @@ def ensure_server(
         attempts = 1 if port is not None else 2  # an auto-picked port may be taken meanwhile
         for attempt in range(attempts):
             chosen = port if port is not None else _choose_port(paths, host, previous)
-            info, child = _spawn(paths, host, chosen, workers)
+            info, child = _spawn(paths, host, chosen, workers, extra_hosts)
             logger.info("starting MLflow server on %s (pid %d)", info.url, info.pid)
             try:
                 _wait_healthy(info, timeout_s, child)
@@ -381,6 +451,7 @@ def ensure_server(
                     continue
                 raise
             logger.info("MLflow server ready at %s", info.url)
+            _check_login(info)
             return info
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -440,6 +511,7 @@ class _CliArgs:
     port: int | None
     timeout_s: float
     as_json: bool
+    extra_hosts: tuple[str, ...] = ()
 
 
 def _parse(argv: list[str] | None) -> _CliArgs:
@@ -456,17 +528,21 @@ def _parse(argv: list[str] | None) -> _CliArgs:
                    "MLflow's basic-auth on and needs MLFLOW_TRACKING_USERNAME/"
                    f"MLFLOW_TRACKING_PASSWORD or {CREDENTIALS_FILE_ENV}")
     p.add_argument("--port", type=int, default=None, help="port (default: previous or free)")
+    p.add_argument("--allowed-hosts", default="", dest="extra_hosts",
+                   help="with --host: other names users reach the server by (comma-separated, "
+                   "e.g. mlflow.lab.org); this machine's own names and addresses are allowed")
     p.add_argument("--timeout", type=float, default=60.0, dest="timeout_s",
                    help="seconds to wait for /health (default: 60)")
     p.add_argument("--json", action="store_true", dest="as_json", help="machine-readable output")
     ns = p.parse_args(argv)
+    ns.extra_hosts = tuple(h.strip() for h in ns.extra_hosts.split(",") if h.strip())
     return _CliArgs(**vars(ns))
 
 
 def _cmd_start(args: _CliArgs) -> int:
     try:
         info = ensure_server(args.study_dir, host=args.host, port=args.port,
-                             timeout_s=args.timeout_s)
+                             timeout_s=args.timeout_s, extra_hosts=args.extra_hosts)
     except (ServerError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

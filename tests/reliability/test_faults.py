@@ -18,12 +18,20 @@ disturbed studies run in the same session on the same machine.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import textwrap
 import threading
 import time
+import types
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,69 +46,74 @@ pytestmark = pytest.mark.slow
 RESULT_KEYS = ("test_acc", "test_auc", "test_loss", "best_val_loss", "epochs_run")
 
 
-# ----------------------------------------------------------------------------- process helpers
+# ----------------------------------------------------------------------------- injection
 
-def _ppid(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
-def _descends_from_me(pid: int) -> bool:
-    me, seen = os.getpid(), 0
-    while pid > 1 and seen < 64:
-        pid, seen = _ppid(pid), seen + 1
-        if pid == me:
-            return True
-    return False
-
-
-def trial_workers() -> dict[int, str]:
-    """``{pid: trial working dir}`` of this session's Ray workers running a trial."""
-    out = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes()
-            if not cmd.startswith(b"ray::ImplicitFunc"):
-                continue
-            cwd = os.readlink(entry / "cwd")
-        except OSError:
-            continue
-        if _descends_from_me(int(entry.name)):
-            out[int(entry.name)] = cwd
-    return out
+@dataclasses.dataclass(frozen=True)
+class Target:
+    pid: int            # the Ray worker training the trial
+    trial_dir: Path     # its folder in Tune's storage (checkpoint_*/, error.txt)
+    run_id: str         # its MLflow run
 
 
 class Injector(threading.Thread):
-    """Watches a study's Tune storage; once a trial of ``phase`` has a checkpoint, runs
-    ``action(pid, trial_dir)`` on the worker training it (once per phase listed)."""
+    """Watches a study's runs in MLflow; once a trial of ``phase`` has an epoch there (so Tune
+    holds that epoch's checkpoint: epochs reach MLflow only after it), runs
+    ``action(Target)`` on it, once per phase listed.
 
-    def __init__(self, storage: Path, phases: list[str], action) -> None:  # type: ignore[no-untyped-def]
+    The worker is found from the run's ``worker_pid`` tag (set at every start of a trial).
+    With ``freeze``, it is stopped (SIGSTOP) and the run checked to be still RUNNING under the
+    same worker before the action runs (a reused worker may already train another trial), and
+    continued (SIGCONT) after it when still alive: nothing races the action."""
+
+    def __init__(self, uri: str, study: str, storage: Path, phases: list[str], action,  # type: ignore[no-untyped-def]
+                 *, freeze: bool = True) -> None:
         super().__init__(daemon=True)
-        self.storage, self.phases, self.action = storage, list(phases), action
+        self.uri, self.study, self.storage = uri, study, storage
+        self.phases, self.action, self.freeze = list(phases), action, freeze
         self.done: list[tuple[str, str, int]] = []
         self.stop = threading.Event()
+        self.error: BaseException | None = None
 
     def run(self) -> None:
-        while self.phases and not self.stop.is_set():
-            phase = self.phases[0]
-            for pid, cwd in trial_workers().items():
-                if f"/{phase}/working_dirs/" not in cwd:
-                    continue
-                trial_dir = self.storage / phase / Path(cwd).name
-                if list(trial_dir.glob("checkpoint_*/" + CHECKPOINT_FILE)):
-                    self.action(pid, trial_dir)
-                    self.done.append((phase, trial_dir.name, pid))
+        try:
+            client = client_for(self.uri)
+            while self.phases and not self.stop.is_set():
+                if self._try(client, self.phases[0]):
                     self.phases.pop(0)
-                    break
-            time.sleep(0.2)
+                time.sleep(0.2)
+        except BaseException as e:  # seen by the test, not lost in a thread
+            self.error = e
+
+    def _try(self, client, phase: str) -> bool:  # type: ignore[no-untyped-def]
+        exp = client.get_experiment_by_name(self.study)
+        if exp is None:
+            return False
+        runs = client.search_runs([exp.experiment_id], filter_string=(
+            f"attributes.status = 'RUNNING' and tags.phase = '{phase}'"))
+        for run in runs:
+            pid, trial = run.data.tags.get("worker_pid"), run.data.tags.get("trial")
+            dirs = list((self.storage / phase).glob(f"*_{trial}_*"))
+            if not pid or "val_loss" not in run.data.metrics or len(dirs) != 1:
+                continue
+            if self.freeze:
+                os.kill(int(pid), signal.SIGSTOP)
+                now = client.get_run(run.info.run_id)
+                if now.info.status != "RUNNING" or now.data.tags.get("worker_pid") != pid:
+                    os.kill(int(pid), signal.SIGCONT)
+                    continue
+            try:
+                self.action(Target(int(pid), dirs[0], run.info.run_id))
+            finally:
+                if self.freeze:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGCONT)
+            self.done.append((phase, dirs[0].name, int(pid)))
+            return True
+        return False
 
 
-def _kill(pid: int, trial_dir: Path) -> None:
-    os.kill(pid, signal.SIGKILL)
+def _kill(target: Target) -> None:
+    os.kill(target.pid, signal.SIGKILL)
 
 
 # ----------------------------------------------------------------------------------- studies
@@ -126,6 +139,13 @@ def _results(outcome) -> dict[tuple[str, int], tuple]:  # type: ignore[no-untype
             for r in outcome.evaluations}
 
 
+def _assert_same_results(outcome, base) -> None:  # type: ignore[no-untyped-def]
+    assert _results(outcome) == _results(base)  # bit-identical to the undisturbed run
+    assert list(outcome.table["variant"]) == list(base.table["variant"])
+    for col in ("accuracy_%", "std_%", "auc", "splits"):  # Table 1 but its wall-clock column
+        assert list(outcome.table[col]) == list(base.table[col]), col
+
+
 def _check_runs(client, spec, outcome) -> list:  # type: ignore[no-untyped-def]
     """One run per trial, none RUNNING, complete per-epoch histories; returns the runs."""
     runs = child_runs(client, outcome.experiment_id, outcome.parent_run_id)
@@ -146,28 +166,28 @@ def _check_runs(client, spec, outcome) -> list:  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory, ray_local, mlflow_server):
-    spec, outcome = _run("faults-baseline", tmp_path_factory.mktemp("base"), mlflow_server)
-    return spec, outcome
+    """The undisturbed study the disturbed ones must equal (8 evaluation epochs: time to hit)."""
+    return _run("faults-baseline", tmp_path_factory.mktemp("base"), mlflow_server,
+                _long_evaluation_spec())
 
 
 def test_killed_trial_workers_restart_from_checkpoint_with_identical_results(
         baseline, tmp_path, ray_local, mlflow_server, mlflow_client):
     spec, base = baseline
-    injector = Injector(tmp_path / "faults-kill" / "ray", ["search", "evaluate"], _kill)
+    injector = Injector(mlflow_server, "faults-kill", tmp_path / "faults-kill" / "ray",
+                        ["search", "evaluate"], _kill)
     injector.start()
     try:
-        spec, outcome = _run("faults-kill", tmp_path, mlflow_server)
+        spec, outcome = _run("faults-kill", tmp_path, mlflow_server, _long_evaluation_spec())
     finally:
         injector.stop.set()
+    assert injector.error is None, injector.error
     assert [p for p, _, _ in injector.done] == ["search", "evaluate"], injector.done
     tally["faults injected: trial worker SIGKILLed mid-epoch"] += len(injector.done)
     runs = _check_runs(mlflow_client, spec, outcome)
     for phase, trial_dir, _ in injector.done:  # Tune saw the failure and restarted the trial
         assert (tmp_path / "faults-kill" / "ray" / phase / trial_dir / "error.txt").is_file()
-    assert _results(outcome) == _results(base)  # bit-identical to the undisturbed run
-    assert list(outcome.table["variant"]) == list(base.table["variant"])
-    for col in ("accuracy_%", "std_%", "auc", "splits"):  # Table 1 but its wall-clock column
-        assert list(outcome.table[col]) == list(base.table[col]), col
+    _assert_same_results(outcome, base)
     tally["faults survived: trial worker SIGKILLed mid-epoch"] += len(injector.done)
     tally["runs lost (kill test)"] += 0 if len(runs) else 1
 
@@ -177,7 +197,7 @@ def test_mlflow_server_outage_of_30s_mid_evaluation_loses_nothing(tmp_path, ray_
     info = ensure_server(server_dir, timeout_s=180)
     outage: dict[str, float] = {}
 
-    def outage_30s(pid: int, trial_dir: Path) -> None:
+    def outage_30s(target: Target) -> None:
         outage["start"] = time.monotonic()
         assert stop_server(server_dir)
         outage["down_wall"] = time.time()
@@ -188,13 +208,15 @@ def test_mlflow_server_outage_of_30s_mid_evaluation_loses_nothing(tmp_path, ray_
         outage["back"] = time.monotonic()
         assert again.url == info.url  # same port: trials' loggers reach the new server
 
-    injector = Injector(tmp_path / "faults-outage" / "ray", ["evaluate"], outage_30s)
+    injector = Injector(info.url, "faults-outage", tmp_path / "faults-outage" / "ray",
+                        ["evaluate"], outage_30s, freeze=False)
     injector.start()
     try:
         spec, outcome = _run("faults-outage", tmp_path, info.url, _long_evaluation_spec())
         injector.join(timeout=300)
         client = client_for(info.url)
-        assert injector.done and outage["restart"] - outage["start"] >= 30
+        assert injector.error is None and injector.done, injector.error
+        assert outage["restart"] - outage["start"] >= 30
         tally["faults injected: MLflow server stopped 30 s mid-evaluation"] += 1
         runs = _check_runs(client, spec, outcome)
         # trials kept training while the server was down: epochs logged (client timestamps)
@@ -213,20 +235,22 @@ def test_corrupted_checkpoint_fails_its_trial_clearly_and_the_study_goes_on(
         tmp_path, ray_local, mlflow_server, mlflow_client):
     corrupted: list[Path] = []
 
-    def corrupt_then_kill(pid: int, trial_dir: Path) -> None:
-        for f in sorted(trial_dir.glob("checkpoint_*/" + CHECKPOINT_FILE)):
+    def corrupt_then_kill(target: Target) -> None:  # the worker is frozen
+        for f in sorted(target.trial_dir.glob("checkpoint_*/" + CHECKPOINT_FILE)):
             data = f.read_bytes()
             f.write_bytes(data[: len(data) // 3] + b"\0garbage" * 64)
             corrupted.append(f)
-        os.kill(pid, signal.SIGKILL)
+        os.kill(target.pid, signal.SIGKILL)
 
-    injector = Injector(tmp_path / "faults-corrupt" / "ray", ["evaluate"], corrupt_then_kill)
+    injector = Injector(mlflow_server, "faults-corrupt", tmp_path / "faults-corrupt" / "ray",
+                        ["evaluate"], corrupt_then_kill)
     injector.start()
     try:
         spec, outcome = _run("faults-corrupt", tmp_path, mlflow_server)
     finally:
         injector.stop.set()
-    assert injector.done and corrupted
+    assert injector.error is None and injector.done and corrupted, injector.done
+    trial_dir = tmp_path / "faults-corrupt" / "ray" / "evaluate" / injector.done[0][1]
     tally["faults injected: checkpoint file corrupted (then worker killed)"] += 1
     with pytest.raises(CheckpointError, match="unreadable checkpoint"):
         load_checkpoint(corrupted[-1].parent)
@@ -236,7 +260,8 @@ def test_corrupted_checkpoint_fails_its_trial_clearly_and_the_study_goes_on(
     assert len(failed) == 1, [(r.info.run_name, r.info.status) for r in runs]
     reason = failed[0].data.tags.get("failure_reason", "")
     assert "CheckpointError" in reason and "unreadable checkpoint" in reason, reason
-    assert CHECKPOINT_FILE in reason
+    assert str(tmp_path) not in reason  # the path stays in Tune's error.txt, out of MLflow
+    assert "CheckpointError" in (trial_dir / "error.txt").read_text()
     parent = mlflow_client.get_run(outcome.parent_run_id)
     assert parent.info.status == "FINISHED"  # the study went on
     variant = failed[0].data.tags["variant"]
@@ -244,6 +269,81 @@ def test_corrupted_checkpoint_fails_its_trial_clearly_and_the_study_goes_on(
     others = [r for r in runs if r.data.tags["phase"] == "evaluate" and r is not failed[0]]
     assert all(r.info.status == "FINISHED" for r in others)
     tally["faults survived: checkpoint file corrupted (clear failure, study went on)"] += 1
+
+
+@contextlib.contextmanager
+def _small_disk(path: Path, size: str) -> Iterator[Path]:
+    """A real file system of its own at ``path`` (tmpfs, ``size``): it can run full."""
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                   check=True, capture_output=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "--lazy", str(path)], check=False)
+
+
+def _fill(disk: Path) -> Path:
+    """Take every byte left on ``disk`` (``ENOSPC`` from the next write); returns the filler."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        stat = os.statvfs(disk)
+        with contextlib.suppress(OSError):  # most of it at once (a trial writes meanwhile)
+            os.posix_fallocate(fd, 0, max(stat.f_bavail * stat.f_frsize - (64 << 20), 1))
+        os.lseek(fd, 0, os.SEEK_END)
+        for chunk in (1 << 20, 1 << 12, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, b"\0" * chunk)
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError) as err:
+        (disk / "probe").write_bytes(b"\0" * 8192)
+    assert err.value.errno == errno.ENOSPC
+    return filler
+
+
+def test_full_disk_while_persisting_a_checkpoint_falls_back_to_the_previous_one(
+        baseline, tmp_path, ray_local, mlflow_server, mlflow_client):
+    """Tune's storage runs full while an evaluation trial trains: persisting its next
+    checkpoint fails (ENOSPC), Tune restarts it from the previous checkpoint once space is back,
+    and the study ends as if nothing had happened."""
+    spec, base = baseline
+    full: dict[str, float] = {}
+
+    def fill_until_it_fails(target: Target) -> None:
+        filler = _fill(disk)
+        full["start"] = time.monotonic()
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:  # the trial says why it failed, then Tune retries
+            if "failure_reason" in mlflow_client.get_run(target.run_id).data.tags:
+                break
+            time.sleep(0.05)
+        filler.unlink()  # space is back: the retry can persist
+        full["s"] = time.monotonic() - full["start"]
+
+    with _small_disk(tmp_path / "faults-full" / "ray", "1500m") as disk:
+        injector = Injector(mlflow_server, "faults-full", disk, ["evaluate"],
+                            fill_until_it_fails, freeze=False)
+        injector.start()
+        try:
+            spec, outcome = _run("faults-full", tmp_path, mlflow_server, _long_evaluation_spec())
+        finally:
+            injector.stop.set()
+        assert injector.error is None and injector.done, injector.error
+        tally["faults injected: disk full while a checkpoint is persisted"] += 1
+        trial_dir = disk / "evaluate" / injector.done[0][1]
+        error = (trial_dir / "error.txt").read_text()
+        assert "No space left on device" in error, error[-2000:]
+        runs = _check_runs(mlflow_client, spec, outcome)  # no epoch twice, none missing
+    victim = next(r for r in runs if r.data.tags["trial"] in injector.done[0][1])
+    assert victim.info.status == "FINISHED"
+    assert victim.data.tags["restored_from"].startswith("checkpoint_")
+    assert "No space left on device" in victim.data.tags["restarted_after"]
+    assert "failure_reason" not in victim.data.tags
+    _assert_same_results(outcome, base)
+    tally["faults survived: disk full (fell back to the previous checkpoint)"] += 1
 
 
 def _session_members(sid: int) -> list[int]:
@@ -317,3 +417,89 @@ def test_launcher_sigkilled_mid_search_resumes_without_loss_or_duplicates(
                                              optuna.trial.TrialState.PRUNED}, trials
         assert len(trials) == spec.search.trials  # the budget: none lost, none run twice
     tally["faults survived: launcher (driver) SIGKILLed mid-search"] += 1
+
+
+NODE_LOSS = textwrap.dedent("""
+    import json, sys, threading, time
+    from pathlib import Path
+    a = json.loads(sys.argv[1])
+    sys.path.insert(0, a["root"])
+    import ray
+    from search_spaces import load_spec
+    from study.run import run_study
+    from study.tracking import client_for
+    from tests._ray_nodes import two_nodes
+
+    cluster, worker = two_nodes(a["worker_tmp"])
+    ray.init(address=cluster.address, configure_logging=False, log_to_driver=False)
+    lost = {}
+
+    def remove_the_worker_node_once_a_trial_trains_there():
+        client = client_for(a["uri"])
+        while True:
+            exp = client.get_experiment_by_name(a["study"])
+            runs = [] if exp is None else client.search_runs(
+                [exp.experiment_id], "attributes.status = 'RUNNING'")
+            for r in runs:  # an epoch in MLflow: its checkpoint is in Tune's storage
+                if r.data.tags.get("node_id") == worker.node_id and "val_loss" in r.data.metrics:
+                    cluster.remove_node(worker, allow_graceful=False)
+                    lost.update(run_id=r.info.run_id, phase=r.data.tags["phase"])
+                    print("worker node removed", flush=True, file=sys.stderr)
+                    return
+            time.sleep(0.2)
+
+    threading.Thread(target=remove_the_worker_node_once_a_trial_trains_there,
+                     daemon=True).start()
+    try:
+        outcome = run_study(load_spec("smoke").with_name(a["study"]),
+                            Path(a["runs"]) / a["study"], a["uri"],
+                            echo=lambda line: print(line, file=sys.stderr, flush=True))
+        print(json.dumps({"head": cluster.head_node.node_id, "worker": worker.node_id,
+                          "lost": lost, "experiment": outcome.experiment_id,
+                          "parent": outcome.parent_run_id,
+                          "evaluations": len(outcome.evaluations)}))
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+""")
+
+
+def test_a_node_removed_mid_study_has_its_trials_rescheduled_on_the_other(
+        tmp_path, mlflow_server, mlflow_client):
+    """Two Ray nodes (1 CPU each) on this machine; once a trial trains on the worker node, that
+    node is removed (its raylet and workers killed, as when a machine is lost): Tune restarts
+    the trial from its checkpoint on the head, the study completes, no run is lost."""
+    from study.cluster import PROJECT_ROOT
+
+    args = {"root": str(PROJECT_ROOT), "uri": mlflow_server, "study": "faults-node",
+            "runs": str(tmp_path / "runs"),
+            "worker_tmp": tempfile.mkdtemp(prefix="rw", dir="/tmp")}  # short: socket paths
+    script = tmp_path / "node_loss.py"
+    script.write_text(NODE_LOSS)
+    proc = subprocess.Popen([sys.executable, str(script), json.dumps(args)], cwd=PROJECT_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"study on two nodes timed out:\n{err[-4000:]}")
+    finally:
+        shutil.rmtree(args["worker_tmp"], ignore_errors=True)
+    assert proc.returncode == 0, err[-4000:]
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["lost"], err[-4000:]  # the node went while a trial trained there
+    tally["faults injected: a node of a two-node cluster removed mid-study"] += 1
+    spec = load_spec("smoke")
+    outcome = types.SimpleNamespace(experiment_id=report["experiment"],
+                                    parent_run_id=report["parent"])
+    runs = _check_runs(mlflow_client, spec, outcome)  # one run per trial, histories whole
+    victim = mlflow_client.get_run(report["lost"]["run_id"])
+    assert victim.info.status in ("FINISHED", "KILLED"), victim.info.status  # KILLED: pruned
+    assert victim.data.tags["node_id"] == report["head"]        # rescheduled on the other
+    assert victim.data.tags["restored_from"].startswith("checkpoint_")  # from its checkpoint
+    nodes = {r.data.tags["node_id"] for r in runs}
+    assert nodes == {report["head"], report["worker"]}           # both had trained trials
+    assert report["evaluations"] == len(spec.variants)           # the study completed
+    tally["faults survived: node removed (its trial went on on the other node)"] += 1

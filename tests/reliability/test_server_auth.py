@@ -9,6 +9,7 @@ line, or the params/tags of a run logged through the server.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import secrets
 import socket
@@ -18,30 +19,17 @@ from pathlib import Path
 
 import pytest
 
-from study.server import ServerError, ensure_server, server_status, stop_server
+from study.server import ServerError, ensure_server, own_addresses, server_status, stop_server
+from tests.reliability._net import LOOPBACK, listening
 from tests.reliability._tally import tally
 
 CRED_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "TLSTUDY_MLFLOW_CREDENTIALS")
 
 
-def _listening(port: int) -> list[str]:
-    """Local addresses (hex, as in /proc/net/tcp*) of LISTEN sockets on ``port``."""
-    out = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            addr, hexport = fields[1].rsplit(":", 1)
-            if int(hexport, 16) == port and fields[3] == "0A":
-                out.append(addr)
-    return out
-
-
-def _status(url: str, auth: tuple[str, str] | None = None) -> int:
+def _status(url: str, auth: tuple[str, str] | None = None, host: str | None = None) -> int:
     req = urllib.request.Request(f"{url}/api/2.0/mlflow/experiments/search?max_results=1")
+    if host is not None:  # the name a client used to reach the server
+        req.add_header("Host", host)
     if auth is not None:
         token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
         req.add_header("Authorization", f"Basic {token}")
@@ -56,9 +44,9 @@ def test_managed_server_binds_loopback_only(mlflow_server_info):
     record = json.loads((mlflow_server_info.log_path.parent / "server.json").read_text())
     assert record["host"] == "127.0.0.1" and record["url"].startswith("http://127.0.0.1:")
     assert record.get("auth") is None
-    addrs = _listening(mlflow_server_info.port)
+    addrs = listening(mlflow_server_info.port)
     assert addrs, "no listening socket found for the server's port"
-    assert set(addrs) == {"0100007F"}  # 127.0.0.1 only; 00000000 would be every interface
+    assert set(addrs) == {LOOPBACK}  # 127.0.0.1 only
     tally["security: servers checked bound to 127.0.0.1"] += 1
 
 
@@ -91,14 +79,25 @@ def test_exposed_server_requires_login_and_keeps_credentials_secret(tmp_path, mo
     creds.chmod(0o600)
     monkeypatch.setenv("TLSTUDY_MLFLOW_CREDENTIALS", str(creds))
     study = tmp_path / "study"
-    info = ensure_server(study, host="0.0.0.0", timeout_s=180)
+    info = ensure_server(study, host="0.0.0.0", timeout_s=180,
+                         extra_hosts=("mlflow.lab.example",))
     try:
         assert info.auth == "basic-auth"
-        assert set(_listening(info.port)) == {"00000000"}  # exposed, as asked
+        assert set(listening(info.port)) == {"00000000"}  # exposed, as asked
         url = f"http://127.0.0.1:{info.port}"
         assert _status(url) == 401
         assert _status(url, (user, "wrong-password-123")) == 401
         assert _status(url, (user, password)) == 200
+        # from another host: through this machine's network address, and by a DNS name the
+        # server was told about; a name it was not told about is refused (DNS rebinding guard)
+        address = next(a for a in own_addresses()
+                       if ":" not in a and not ipaddress.ip_address(a).is_loopback)
+        remote = f"http://{address}:{info.port}"
+        assert _status(remote) == 401
+        assert _status(remote, (user, password)) == 200
+        assert _status(remote, (user, password), host=f"mlflow.lab.example:{info.port}") == 200
+        assert _status(remote, (user, password), host=f"evil.example:{info.port}") == 403
+        tally["security: exposed MLflow reached from the network (login, Host guard)"] += 1
         # clients (launcher, trials) log in with MLflow's standard variables
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
@@ -132,3 +131,37 @@ def socket_is_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(1)
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_changed_admin_password_is_named_at_start_and_can_be_rotated(tmp_path, monkeypatch):
+    """MLflow keeps the first start's admin password; a restart with another one is refused
+    with a message saying where and how to change it, and the documented change works."""
+    for var in CRED_VARS:
+        monkeypatch.delenv(var, raising=False)
+    user, first, second = "tlstudy-admin", "pw-" + secrets.token_urlsafe(18), \
+        "pw-" + secrets.token_urlsafe(18)
+    study = tmp_path / "study"
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", first)
+    ensure_server(study, host="0.0.0.0", timeout_s=180)
+    stop_server(study)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", second)
+    try:
+        with pytest.raises(ServerError, match=r"refuses the credentials .*basic_auth\.db"):
+            ensure_server(study, host="0.0.0.0", timeout_s=180)
+        # the rotation the message (and the README) describe, as the old admin
+        from mlflow.server import get_app_client
+
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", first)
+        running = server_status(study).info
+        assert running is not None  # left running: refused logins harm no one
+        url = f"http://127.0.0.1:{running.port}"
+        get_app_client("basic-auth", tracking_uri=url).update_user_password(
+            user, second, current_password=first)
+        assert _status(url, (user, first)) == 401
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", second)
+        again = ensure_server(study, host="0.0.0.0", timeout_s=180)   # reused, login checked
+        assert again.reused and _status(url, (user, second)) == 200
+    finally:
+        stop_server(study)
+    tally["security: admin password rotated (old refused, new accepted)"] += 1

@@ -246,27 +246,16 @@ def test_on_head_the_driver_joins_the_running_ray_and_checks_what_can_be_reached
 TWO_NODES = textwrap.dedent("""
     import json, os, subprocess, sys, time
     from pathlib import Path
+    a = json.loads(sys.argv[1])
+    sys.path.insert(0, a["root"])
     # the job's `python` is this environment's, as the head's venv is on a real cluster
     os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]
-    from ray.cluster_utils import Cluster
     from study.cluster import PROJECT_ROOT, ClusterRequest, driver_argv, job_submit_argv
+    from tests._ray_nodes import two_nodes
 
-    def ports():  # two nodes on one host: each agent on ports of its own (default: shared)
-        import socket
-        out = {}
-        for key in ("dashboard_agent_listen_port", "metrics_agent_port", "metrics_export_port"):
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                out[key] = s.getsockname()[1]
-        return out
-
-    a = json.loads(sys.argv[1])
-    head = {"num_cpus": 1, "include_dashboard": True, "dashboard_host": "127.0.0.1",
-            "dashboard_port": a["dashboard_port"], **ports()}
-    c = Cluster(initialize_head=True, head_node_args=head)
-    # a session folder of its own, as on a machine of its own: sharing the head's, its
-    # runtime-env agent would delete the job's working_dir under the running driver
-    c.add_node(num_cpus=1, temp_dir=a["worker_tmp"], **ports())
+    c, _ = two_nodes(a["worker_tmp"], head={
+        "include_dashboard": True, "dashboard_host": "127.0.0.1",
+        "dashboard_port": a["dashboard_port"]})
     print("cluster up", flush=True, file=sys.stderr)
     try:
         request = ClusterRequest(config=Path(a["config"]), space="smoke", study=a["study"],
@@ -308,7 +297,7 @@ def test_two_node_cluster_runs_the_smoke_study_as_a_ray_job(tmp_path, mlflow_ser
     load_cluster_config(config)                       # a valid launcher config too
     args = {"dashboard_port": _free_port(), "config": str(config), "study": "smoke-2nodes",
             "storage": str(tmp_path / "shared"), "runs": str(tmp_path / "runs"),
-            "tracking_uri": mlflow_server,
+            "tracking_uri": mlflow_server, "root": str(PROJECT_ROOT),
             "worker_tmp": tempfile.mkdtemp(prefix="rw", dir="/tmp")}  # short: socket paths
     script = tmp_path / "two_nodes.py"
     script.write_text(TWO_NODES)
