@@ -443,7 +443,8 @@ NODE_LOSS = textwrap.dedent("""
             for r in runs:  # an epoch in MLflow: its checkpoint is in Tune's storage
                 if r.data.tags.get("node_id") == worker.node_id and "val_loss" in r.data.metrics:
                     cluster.remove_node(worker, allow_graceful=False)
-                    lost.update(run_id=r.info.run_id, phase=r.data.tags["phase"])
+                    lost.update(run_id=r.info.run_id, phase=r.data.tags["phase"],
+                                t_ms=time.time() * 1000)
                     print("worker node removed", flush=True, file=sys.stderr)
                     return
             time.sleep(0.2)
@@ -499,7 +500,7 @@ def test_a_node_removed_mid_study_has_its_trials_rescheduled_on_the_other(
     assert victim.info.status in ("FINISHED", "KILLED"), victim.info.status  # KILLED: pruned
     assert victim.data.tags["node_id"] == report["head"]        # rescheduled on the other
     assert victim.data.tags["restored_from"].startswith("checkpoint_")  # from its checkpoint
-    nodes = {r.data.tags["node_id"] for r in runs}
-    assert nodes == {report["head"], report["worker"]}           # both had trained trials
+    after = [r for r in runs if r.info.start_time > report["lost"]["t_ms"]]
+    assert after and all(r.data.tags["node_id"] == report["head"] for r in after)
     assert report["evaluations"] == len(spec.variants)           # the study completed
     tally["faults survived: node removed (its trial went on on the other node)"] += 1
