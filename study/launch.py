@@ -14,6 +14,10 @@ Examples::
     python -m study.launch --resume                          # continue an interrupted study
     python -m study.launch --cluster ray_cluster.yaml --space paper \
         --data /data/BCDR-F03_dataset --data-format bcdr --storage-path s3://bucket/tlstudy
+
+Exit status: 0 done (or already done), 1 the MLflow server did not start, 2 bad input (space
+file, data, another version of the study under this name), 3 the study is being run by another
+process (launcher or ``study.schedule``; one execution at a time), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -91,6 +95,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.cluster is not None and not args.on_head:
         return _on_cluster(args, spec, space)
     runs = args.runs_dir.expanduser().resolve()
+    from study._schedule_lock import StudyLock, StudyLocked
+
+    try:  # one execution of a study at a time (launcher or scheduler), held to the end
+        lock = StudyLock(runs / spec.name).acquire()
+    except StudyLocked as exc:
+        print(f"error: {spec.name}: {exc}. Wait for it to end, or stop it (Ctrl-C, or kill "
+              "that pid) and continue it with --resume.", file=sys.stderr)
+        return 3
+    try:
+        return _run_here(args, spec, runs)
+    finally:
+        lock.release()
+
+
+def _run_here(args: argparse.Namespace, spec, runs: Path) -> int:  # type: ignore[no-untyped-def]
+    """Run (or continue) the study with this process as the driver; the study lock is held."""
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     on_cluster: dict = {}
     if args.on_head:

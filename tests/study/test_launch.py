@@ -113,3 +113,32 @@ def test_second_launch_of_a_finished_study_runs_nothing(smoke_study, mlflow_serv
     assert main(["--space", str(changed), *args]) == 2
     assert "another version of study" in capsys.readouterr().err
     assert len(mlflow_client.search_runs([outcome.experiment_id])) == before
+
+
+def test_launch_while_the_study_runs_elsewhere_is_refused_naming_the_holder(
+        tmp_path, mlflow_server, mlflow_client, capsys):
+    """A second launcher (or a scheduled re-study) must not 'continue' an execution another
+    process is driving: the study lock is taken before anything is looked at or started."""
+    from study._schedule_lock import StudyLock
+    from study.launch import main
+
+    runs = tmp_path / "runs"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from study._schedule_lock import StudyLock;"
+        "StudyLock(Path(sys.argv[1]), command='study.launch --smoke-test').acquire();"
+        "print('locked', flush=True); time.sleep(120)"), str(runs / "smoke-locked")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        rc = main(["--smoke-test", "--study", "smoke-locked", "--runs-dir", str(runs),
+                   "--tracking-uri", mlflow_server])
+        err = capsys.readouterr().err
+        assert rc == 3, err
+        assert f"pid {holder.pid}" in err and "study.launch --smoke-test" in err
+        assert mlflow_client.get_experiment_by_name("smoke-locked") is None  # nothing ran
+        assert not (runs / "data").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    with StudyLock(runs / "smoke-locked"):  # the kernel dropped the dead holder's lock
+        pass
