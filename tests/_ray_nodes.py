@@ -9,8 +9,18 @@ running driver).
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 
 def node_ports() -> dict[str, int]:
@@ -35,3 +45,33 @@ def two_nodes(worker_tmp: str, *, head: dict[str, Any] | None = None,
     node = cluster.add_node(**{"num_cpus": 1, "temp_dir": worker_tmp, **node_ports(),
                                **(worker or {})})
     return cluster, node
+
+
+def run_cluster_script(source: str, args: dict[str, Any], folder: Path, *,
+                       timeout_s: float) -> dict[str, Any]:
+    """Run ``source`` (a script that starts its own Ray nodes) as ``python SCRIPT ARGS_JSON``
+    in the project folder and return the JSON object it prints last. ``args["root"]`` is set to
+    the project folder and ``args["worker_tmp"]`` to a short new folder (removed afterwards).
+    The script runs in a session of its own: on a timeout the whole cluster is killed and the
+    test fails with the script's stderr; a failing script fails the test the same way."""
+    from study.cluster import PROJECT_ROOT
+
+    args = {**args, "root": str(PROJECT_ROOT),
+            "worker_tmp": tempfile.mkdtemp(prefix="rw", dir="/tmp")}  # short: socket paths
+    script = Path(folder) / "cluster_script.py"
+    script.write_text(source)
+    proc = subprocess.Popen([sys.executable, str(script), json.dumps(args)], cwd=PROJECT_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"{script.name} timed out after {timeout_s:.0f} s:\n{err[-4000:]}")
+    finally:
+        shutil.rmtree(args["worker_tmp"], ignore_errors=True)
+    assert proc.returncode == 0, err[-4000:]
+    report: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    report["stderr"] = err
+    return report

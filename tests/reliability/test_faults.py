@@ -20,13 +20,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
@@ -39,6 +36,7 @@ import pytest
 from search_spaces import load_spec
 from study.server import ensure_server, stop_server
 from study.tracking import child_runs, client_for
+from tests._ray_nodes import run_cluster_script
 from tests.reliability._tally import tally
 from trainables.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint
 
@@ -470,27 +468,9 @@ def test_a_node_removed_mid_study_has_its_trials_rescheduled_on_the_other(
     """Two Ray nodes (1 CPU each) on this machine; once a trial trains on the worker node, that
     node is removed (its raylet and workers killed, as when a machine is lost): Tune restarts
     the trial from its checkpoint on the head, the study completes, no run is lost."""
-    from study.cluster import PROJECT_ROOT
-
-    args = {"root": str(PROJECT_ROOT), "uri": mlflow_server, "study": "faults-node",
-            "runs": str(tmp_path / "runs"),
-            "worker_tmp": tempfile.mkdtemp(prefix="rw", dir="/tmp")}  # short: socket paths
-    script = tmp_path / "node_loss.py"
-    script.write_text(NODE_LOSS)
-    proc = subprocess.Popen([sys.executable, str(script), json.dumps(args)], cwd=PROJECT_ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=600)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"study on two nodes timed out:\n{err[-4000:]}")
-    finally:
-        shutil.rmtree(args["worker_tmp"], ignore_errors=True)
-    assert proc.returncode == 0, err[-4000:]
-    report = json.loads(out.strip().splitlines()[-1])
-    assert report["lost"], err[-4000:]  # the node went while a trial trained there
+    args = {"uri": mlflow_server, "study": "faults-node", "runs": str(tmp_path / "runs")}
+    report = run_cluster_script(NODE_LOSS, args, tmp_path, timeout_s=600)
+    assert report["lost"], report["stderr"][-4000:]  # the node went while a trial trained there
     tally["faults injected: a node of a two-node cluster removed mid-study"] += 1
     spec = load_spec("smoke")
     outcome = types.SimpleNamespace(experiment_id=report["experiment"],

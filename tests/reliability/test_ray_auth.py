@@ -16,15 +16,13 @@ import subprocess
 import sys
 import textwrap
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
 from study.cluster import PROJECT_ROOT, TOKEN_FILE
-from tests.reliability._net import LOOPBACK, listening
+from tests.reliability._net import LOOPBACK, http_status, listening
 from tests.reliability._tally import tally
 
 HEAD = textwrap.dedent("""
@@ -47,14 +45,7 @@ def _free_port() -> int:
 
 
 def _get(url: str, token: str | None = None) -> int:
-    request = urllib.request.Request(url)
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status
-    except urllib.error.HTTPError as e:
-        return e.code
+    return http_status(url, {"Authorization": f"Bearer {token}"} if token is not None else {})
 
 
 @pytest.fixture(scope="module")

@@ -13,31 +13,25 @@ import ipaddress
 import json
 import secrets
 import socket
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from study.server import ServerError, ensure_server, own_addresses, server_status, stop_server
-from tests.reliability._net import LOOPBACK, listening
+from tests.reliability._net import LOOPBACK, http_status, listening
 from tests.reliability._tally import tally
 
 CRED_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "TLSTUDY_MLFLOW_CREDENTIALS")
 
 
 def _status(url: str, auth: tuple[str, str] | None = None, host: str | None = None) -> int:
-    req = urllib.request.Request(f"{url}/api/2.0/mlflow/experiments/search?max_results=1")
+    headers = {}
     if host is not None:  # the name a client used to reach the server
-        req.add_header("Host", host)
+        headers["Host"] = host
     if auth is not None:
         token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-        req.add_header("Authorization", f"Basic {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status
-    except urllib.error.HTTPError as e:
-        return e.code
+        headers["Authorization"] = f"Basic {token}"
+    return http_status(f"{url}/api/2.0/mlflow/experiments/search?max_results=1", headers)
 
 
 def test_managed_server_binds_loopback_only(mlflow_server_info):

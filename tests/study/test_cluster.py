@@ -12,11 +12,8 @@ import copy
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
-import tempfile
 import textwrap
 from pathlib import Path
 
@@ -38,6 +35,7 @@ from study.cluster import (
     ray_schema,
 )
 from study.tracking import child_runs
+from tests._ray_nodes import run_cluster_script
 
 SHIPPED = PROJECT_ROOT / "ray_cluster.yaml"
 
@@ -297,24 +295,8 @@ def test_two_node_cluster_runs_the_smoke_study_as_a_ray_job(tmp_path, mlflow_ser
     load_cluster_config(config)                       # a valid launcher config too
     args = {"dashboard_port": _free_port(), "config": str(config), "study": "smoke-2nodes",
             "storage": str(tmp_path / "shared"), "runs": str(tmp_path / "runs"),
-            "tracking_uri": mlflow_server, "root": str(PROJECT_ROOT),
-            "worker_tmp": tempfile.mkdtemp(prefix="rw", dir="/tmp")}  # short: socket paths
-    script = tmp_path / "two_nodes.py"
-    script.write_text(TWO_NODES)
-    # its own process group: on a timeout the whole cluster goes, not only the script
-    proc = subprocess.Popen([sys.executable, str(script), json.dumps(args)], cwd=PROJECT_ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=480)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"two-node study timed out:\n{err[-4000:]}")
-    finally:
-        shutil.rmtree(args["worker_tmp"], ignore_errors=True)
-    assert proc.returncode == 0, err[-4000:]
-    report = json.loads(out.strip().splitlines()[-1])
+            "tracking_uri": mlflow_server}
+    report = run_cluster_script(TWO_NODES, args, tmp_path, timeout_s=480)
     assert report["rc"] == 0, report["log"][-6000:]
     assert "Table 1" in report["log"]
     nodes = set(report["nodes"])

@@ -39,12 +39,16 @@ def _train(journal: EpochJournal, logger: RunLogger, epochs: range, *, every: in
         logger.flush()
 
 
-def test_crash_after_the_checkpoint_was_persisted_backfills_the_missing_epoch(
-        tmp_path, mlflow_server, mlflow_client, run_id):
+def _begin(tmp_path: Path, server: str, run_id: str) -> tuple[Path, EpochJournal, RunLogger]:
     work = tmp_path / "work"
     work.mkdir()
+    return work, EpochJournal(work), RunLogger(server, run_id)
+
+
+def test_crash_after_the_checkpoint_was_persisted_backfills_the_missing_epoch(
+        tmp_path, mlflow_server, mlflow_client, run_id):
+    work, journal, logger = _begin(tmp_path, mlflow_server, run_id)
     persisted: list[Path] = []
-    journal, logger = EpochJournal(work), RunLogger(mlflow_server, run_id)
     _train(journal, logger, range(1, 3), persisted=persisted, work=work)
     # epoch 3: recorded and persisted, then the worker dies before it reaches MLflow
     journal.record(3, {"epoch": 3.0, "val_loss": 1 / 3}, 3)
@@ -66,10 +70,8 @@ def test_crash_after_the_checkpoint_was_persisted_backfills_the_missing_epoch(
 
 def test_failure_while_persisting_falls_back_without_repeating_the_epoch(
         tmp_path, mlflow_server, mlflow_client, run_id):
-    work = tmp_path / "work"
-    work.mkdir()
+    work, journal, logger = _begin(tmp_path, mlflow_server, run_id)
     persisted: list[Path] = []
-    journal, logger = EpochJournal(work), RunLogger(mlflow_server, run_id)
     _train(journal, logger, range(1, 4), persisted=persisted, work=work)
     # epoch 4 is recorded, then persisting its checkpoint fails (no space left): not sent
     journal.record(4, {"epoch": 4.0, "val_loss": 99.0}, 4)
@@ -87,9 +89,7 @@ def test_failure_while_persisting_falls_back_without_repeating_the_epoch(
 
 def test_epochs_past_a_lagging_checkpoint_are_dropped_on_restore(tmp_path, mlflow_server,
                                                                  mlflow_client, run_id):
-    work = tmp_path / "work"
-    work.mkdir()
-    journal, logger = EpochJournal(work), RunLogger(mlflow_server, run_id)
+    work, journal, logger = _begin(tmp_path, mlflow_server, run_id)
     _train(journal, logger, range(1, 6), every=2)               # checkpoints at 2 and 4
     logger.finish()
     assert [s for s, _ in _epochs(mlflow_client, run_id)] == [1, 2, 3, 4]  # 5: not yet safe
