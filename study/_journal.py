@@ -8,6 +8,11 @@ reported epoch with its metrics and wall-clock time) lives in the trial's checkp
 so Tune persists it with every checkpoint; a restarted trial reads it back, drops the epochs
 past the checkpoint it restarts from, asks MLflow which epochs it holds and sends the missing
 ones with their original timestamps.
+
+One window remains: the epoch at which ASHA stops a trial is sent from the ``SystemExit``
+handler, after Tune has its result; if the worker process ends before that delivery (Tune
+waits 2 s for a reused worker), that last epoch is missing from the run's history (its status
+is then set KILLED by the driver). The tests check the histories of pruned runs too.
 """
 
 from __future__ import annotations
@@ -56,8 +61,11 @@ class EpochJournal:
         """Buffer in ``logger`` every epoch after ``self.logged`` up to ``upto`` (the epoch whose
         checkpoint Tune now holds; ``inf`` when the trial ends). Returns how many."""
         due = [e for e in self.entries if self.logged < e["epoch"] <= upto]
-        for e in due:
-            logger.metrics(e["epoch"], e["metrics"], timestamp_ms=e["timestamp_ms"])
+        for e in due:  # STEP_KEY last: once MLflow has it, it has the whole epoch (batches
+            # are sent in order, each at once)
+            values = {k: v for k, v in e["metrics"].items() if k != STEP_KEY}
+            values[STEP_KEY] = e["metrics"].get(STEP_KEY, float(e["epoch"]))
+            logger.metrics(e["epoch"], values, timestamp_ms=e["timestamp_ms"])
         if due:
             self.logged = due[-1]["epoch"]
         return len(due)

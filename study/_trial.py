@@ -88,13 +88,13 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
         run_file = work / RUN_ID_FILE
         if run_file.is_file():  # restarted from a checkpoint: the same run, running again
             run_id = run_file.read_text().strip()
-            client.update_run(run_id, status="RUNNING")
             journal = EpochJournal.restore(work, logged_epochs(client, run_id))
             where["restored_from"] = Path(restored.path).name if restored else ""
             prior = client.get_run(run_id).data.tags.get("failure_reason")
-            if prior is not None:  # it failed, and now goes on: the reason is history
+            if prior is not None:  # it failed, and now goes on: the reason becomes history
+                client.set_tag(run_id, "restarted_after", prior)  # (kept before it is deleted)
                 client.delete_tag(run_id, "failure_reason")
-                where["restarted_after"] = prior
+            client.update_run(run_id, status="RUNNING")
         else:
             run_id = tracking.start_child_run(
                 client, ctx.experiment_id, ctx.parent_run_id,

@@ -245,6 +245,7 @@ def allowed_hosts(host: str, extra: Sequence[str] = ()) -> list[str]:
     names = {socket.gethostname(), socket.getfqdn(), *own_addresses(), *extra}
     if host not in ("0.0.0.0", "::"):
         names.add(host)
+    names |= {n.lower() for n in names}  # browsers send the name lower-cased
     out = list(get_default_allowed_hosts())
     for name in sorted(n for n in names if n):
         bracketed = f"[{name}]" if ":" in name else name
@@ -253,24 +254,35 @@ def allowed_hosts(host: str, extra: Sequence[str] = ()) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _check_login(info: ServerInfo) -> None:
+def _check_login(info: ServerInfo, timeout_s: float) -> None:
     """An exposed server must accept the credentials its clients will use; MLflow keeps the
     admin password of its first start in ``basic_auth.db``, so a changed one is refused there
     (401) although ``/health`` answers: say so now, not at the first trial."""
-    creds = credentials_from_env()
-    if info.auth is None or creds is None:
+    if info.auth is None:
         return
-    url = f"http://127.0.0.1:{info.port}/api/2.0/mlflow/experiments/search?max_results=1"
+    creds = credentials_from_env()
+    if creds is None:
+        raise ServerError(
+            f"MLflow server {info.url} requires a login (basic-auth): set "
+            f"MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or {CREDENTIALS_FILE_ENV}")
+    if info.host in ("0.0.0.0", "::"):  # every interface: loopback among them
+        host = "127.0.0.1" if info.host == "0.0.0.0" else "[::1]"
+    else:
+        host = f"[{info.host}]" if ":" in info.host else info.host
+    url = f"http://{host}:{info.port}/api/2.0/mlflow/experiments/search?max_results=1"
     request = urllib.request.Request(url)
     token = base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
     request.add_header("Authorization", f"Basic {token}")
     try:
-        with urllib.request.urlopen(request, timeout=30):
+        with urllib.request.urlopen(request, timeout=max(1.0, min(30.0, timeout_s))):
             return
     except urllib.error.HTTPError as e:
         if e.code != 401:
             raise ServerError(f"MLflow server {info.url} answers {e.code} to a logged-in "
-                              "request; see its log " + str(info.log_path)) from None
+                              f"request; see its log {info.log_path}") from None
+    except OSError as e:  # refused, timed out
+        raise ServerError(f"MLflow server {info.url} answers /health but not a logged-in "
+                          f"request ({e}); see its log {info.log_path}") from None
     raise ServerError(
         f"MLflow server {info.url} refuses the credentials for user {creds[0]!r} (401). MLflow "
         f"keeps the admin password of its first start in {info.log_path.parent / 'basic_auth.db'}"
@@ -427,7 +439,10 @@ def ensure_server(
                                           f"--study-dir {study_dir}") from None
                 else:  # (it died while we waited: start a new one below)
                     logger.info("reusing MLflow server %s (pid %d)", previous.url, previous.pid)
-                    _check_login(previous)
+                    if extra_hosts:
+                        logger.warning("reusing the running MLflow server: --allowed-hosts "
+                                       "takes effect when it is started again (stop it first)")
+                    _check_login(previous, timeout_s)
                     return dataclasses.replace(previous, reused=True)
             else:
                 _stop(paths, previous)
@@ -451,7 +466,7 @@ def ensure_server(
                     continue
                 raise
             logger.info("MLflow server ready at %s", info.url)
-            _check_login(info)
+            _check_login(info, timeout_s)
             return info
     raise AssertionError("unreachable")  # pragma: no cover
 

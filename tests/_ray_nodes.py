@@ -9,6 +9,7 @@ running driver).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -70,6 +71,8 @@ def run_cluster_script(source: str, args: dict[str, Any], folder: Path, *,
         out, err = proc.communicate()
         pytest.fail(f"{script.name} timed out after {timeout_s:.0f} s:\n{err[-4000:]}")
     finally:
+        with contextlib.suppress(ProcessLookupError):  # whatever of the cluster is left
+            os.killpg(proc.pid, signal.SIGKILL)
         shutil.rmtree(args["worker_tmp"], ignore_errors=True)
     assert proc.returncode == 0, err[-4000:]
     report: dict[str, Any] = json.loads(out.strip().splitlines()[-1])

@@ -91,3 +91,21 @@ def test_cli_start_reuses_and_status_reports_the_shared_server(
     assert server.main(["status", "--study-dir", str(study_dir), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["state"] == "running" and out["server"]["pid"] == mlflow_server_info.pid
+
+
+def test_exposed_server_allows_its_own_names_and_the_given_ones_only() -> None:
+    """The Host headers an exposed server answers, checked with MLflow's own matcher."""
+    from mlflow.server.security_utils import is_allowed_host_header
+
+    from study.server import allowed_hosts
+
+    assert allowed_hosts("127.0.0.1", ["mlflow.lab.org"]) == []   # loopback: MLflow's defaults
+    v4 = allowed_hosts("203.0.113.7", ["MLflow.Lab.org"])          # a public bind address
+    v6 = allowed_hosts("2001:db8::5")
+    for allowed, host in [(v4, "203.0.113.7:5000"), (v4, "mlflow.lab.org:5000"),
+                          (v4, "MLflow.Lab.org:5000"), (v4, "10.0.0.3:5000"),
+                          (v4, "localhost:5000"), (v6, "[2001:db8::5]:5000")]:
+        assert is_allowed_host_header(allowed, host), host
+    for allowed, host in [(v4, "evil.example:5000"), (v4, "203.0.113.8:5000"),
+                          (v6, "[2001:db8::6]:5000"), (v4, "mlflow.lab.org.evil.example")]:
+        assert not is_allowed_host_header(allowed, host), host
