@@ -15,7 +15,8 @@ Examples::
     python -m study.launch --cluster ray_cluster.yaml --space paper \
         --data /data/BCDR-F03_dataset --data-format bcdr --storage-path s3://bucket/tlstudy
 
-Exit status: 0 done (or already done), 1 the MLflow server did not start, 2 bad input (space
+Exit status: 0 done (or already done), 1 the environment failed (the MLflow server did not
+start, no space left on the runs folder's disk), 2 bad input (space
 file, data, another version of the study under this name), 3 the study is being run by another
 process (launcher or ``study.schedule``; one execution at a time), 130 interrupted.
 """
@@ -23,6 +24,7 @@ process (launcher or ``study.schedule``; one execution at a time), 130 interrupt
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -103,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {spec.name}: {exc}. Wait for it to end, or stop it (Ctrl-C, or kill "
               "that pid) and continue it with --resume.", file=sys.stderr)
         return 3
+    except OSError as exc:  # a runs folder that cannot be written
+        print(f"error: cannot write the study's lock under {runs / spec.name}: {exc}",
+              file=sys.stderr)
+        return 1
     try:
         return _run_here(args, spec, runs)
     finally:
@@ -152,8 +158,31 @@ def _run_here(args: argparse.Namespace, spec, runs: Path) -> int:  # type: ignor
     except KeyboardInterrupt:
         print("interrupted: runs ended as KILLED; continue with --resume", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if not out_of_space(exc):
+            raise
+        print(f"error: no space left on the device holding {runs} ({exc}). Free some space "
+              "and run the same command again: the study continues where it stopped.",
+              file=sys.stderr)
+        return 1
     print(f"MLflow UI: {uri}")
     return 0
+
+
+def out_of_space(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a full disk: ``ENOSPC`` from the kernel, or
+    SQLite's / pyarrow's / Ray's rewording of it."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return True
+        text = str(e)
+        if "No space left on device" in text or "database or disk is full" in text:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _previous_execution(spec, study_dir: Path, uri: str) -> str:

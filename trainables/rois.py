@@ -258,11 +258,14 @@ def _extract(dataset: LoadedDataset, config: RoiConfig, source: str,
 def _write_cache(path: Path, rois: RoiSet, summary: RoiSummary) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
-    np.savez(tmp, images=rois.images, labels=rois.labels,
-             patients=rois.patients.astype(str), lesions=rois.lesions.astype(str),
-             sample_ids=rois.sample_ids.astype(str), fingerprint=np.array(rois.fingerprint),
-             summary=np.array(json.dumps(asdict(summary))))
-    os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the new one
+    try:
+        np.savez(tmp, images=rois.images, labels=rois.labels,
+                 patients=rois.patients.astype(str), lesions=rois.lesions.astype(str),
+                 sample_ids=rois.sample_ids.astype(str), fingerprint=np.array(rois.fingerprint),
+                 summary=np.array(json.dumps(asdict(summary))))
+        os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the new one
+    finally:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written cache behind
 
 
 def _read_cache(path: Path, fingerprint: str) -> tuple[RoiSet, RoiSummary]:

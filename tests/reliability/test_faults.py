@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import os
 import signal
 import subprocess
@@ -28,7 +27,6 @@ import textwrap
 import threading
 import time
 import types
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,6 +34,7 @@ import pytest
 from search_spaces import load_spec
 from study.server import ensure_server, stop_server
 from study.tracking import child_runs, client_for
+from tests._disk import fill, small_disk
 from tests._ray_nodes import run_cluster_script
 from tests.reliability._tally import tally
 from trainables.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint
@@ -282,42 +281,6 @@ def test_corrupted_checkpoint_fails_its_trial_clearly_and_the_study_goes_on(
     tally["faults survived: checkpoint file corrupted (clear failure, study went on)"] += 1
 
 
-@contextlib.contextmanager
-def _small_disk(path: Path, size: str) -> Iterator[Path]:
-    """A real file system of its own at ``path`` (tmpfs, ``size``): it can run full."""
-    path.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:  # not a skip: the fault must be injected for the test to say yes
-        pytest.fail(f"cannot mount a tmpfs to fill ({done.stderr.strip()}): this test needs "
-                    "root (CAP_SYS_ADMIN), as in the project's containers")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "--lazy", str(path)], check=False)
-
-
-def _fill(disk: Path) -> Path:
-    """Take every byte left on ``disk`` (``ENOSPC`` from the next write); returns the filler."""
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        stat = os.statvfs(disk)
-        with contextlib.suppress(OSError):  # most of it at once (a trial writes meanwhile)
-            os.posix_fallocate(fd, 0, max(stat.f_bavail * stat.f_frsize - (64 << 20), 1))
-        os.lseek(fd, 0, os.SEEK_END)
-        for chunk in (1 << 20, 1 << 12, 1):
-            with contextlib.suppress(OSError):
-                while True:
-                    os.write(fd, b"\0" * chunk)
-    finally:
-        os.close(fd)
-    with pytest.raises(OSError) as err:
-        (disk / "probe").write_bytes(b"\0" * 8192)
-    assert err.value.errno == errno.ENOSPC
-    return filler
-
-
 def test_full_disk_while_persisting_a_checkpoint_falls_back_to_the_previous_one(
         baseline, tmp_path, ray_local, mlflow_server, mlflow_client):
     """Tune's storage runs full while an evaluation trial trains: persisting its next
@@ -327,7 +290,7 @@ def test_full_disk_while_persisting_a_checkpoint_falls_back_to_the_previous_one(
     full: dict[str, float] = {}
 
     def fill_until_it_fails(target: Target) -> None:
-        filler = _fill(disk)
+        filler = fill(disk)
         full["start"] = time.monotonic()
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:  # the trial says why it failed, then Tune retries
@@ -337,7 +300,7 @@ def test_full_disk_while_persisting_a_checkpoint_falls_back_to_the_previous_one(
         filler.unlink()  # space is back: the retry can persist
         full["s"] = time.monotonic() - full["start"]
 
-    with _small_disk(tmp_path / "faults-full" / "ray", "1500m") as disk:
+    with small_disk(tmp_path / "faults-full" / "ray", "1500m") as disk:
         injector = Injector(mlflow_server, "faults-full", disk, ["evaluate"],
                             fill_until_it_fails, freeze=False)
         injector.start()

@@ -142,3 +142,28 @@ def test_launch_while_the_study_runs_elsewhere_is_refused_naming_the_holder(
         holder.wait()
     with StudyLock(runs / "smoke-locked"):  # the kernel dropped the dead holder's lock
         pass
+
+
+def test_full_disk_before_any_trial_is_named_and_leaves_nothing_half_written(
+        tmp_path, mlflow_server, mlflow_client):
+    """The runs folder on a file system too small for the synthetic dataset: the launcher says
+    the disk is full and what to do, with no traceback; once there is room, the same folder
+    gives the whole dataset (the partial one was not taken for complete)."""
+    from study._data import prepare_data
+    from tests._disk import small_disk
+
+    with small_disk(tmp_path / "runs", "4m") as runs:
+        done = subprocess.run([sys.executable, "-m", "study.launch", "--smoke-test",
+                               "--study", "smoke-full", "--runs-dir", str(runs),
+                               "--tracking-uri", mlflow_server],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 1, done.stderr[-3000:]
+        assert "no space left on the device holding" in done.stderr, done.stderr[-3000:]
+        assert "run the same command again" in done.stderr
+        assert "Traceback" not in done.stderr
+        assert mlflow_client.get_experiment_by_name("smoke-full") is None   # no trial started
+        assert not list(runs.rglob("bcdr_f03_outlines.csv"))   # the completeness marker
+        subprocess.run(["mount", "-o", "remount,size=256m", str(runs)], check=True)
+        data = prepare_data(load_spec("smoke"), runs)
+        assert data.counts["patients"] == 24
+        assert not list(runs.rglob("*.tmp*"))                   # no temporary file left

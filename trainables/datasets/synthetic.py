@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,10 +181,16 @@ def write_synthetic_bcdr(out: str | Path, config: SynthConfig = SynthConfig()) -
             seg += 1
             row[3] = str(seg)
             rows.append(row)
-    with open(subset / OUTLINES_CSV, "w", newline="") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(COLUMNS)
-        writer.writerows(rows)
+    # written last, and whole or not at all: its presence says the dataset is complete
+    tmp = subset / f".{OUTLINES_CSV}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(COLUMNS)
+            writer.writerows(rows)
+        os.replace(tmp, subset / OUTLINES_CSV)
+    finally:
+        tmp.unlink(missing_ok=True)
     return subset
 
 
