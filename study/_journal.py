@@ -1,18 +1,20 @@
 """Exactly-once epoch history in MLflow for trials that crash, restart and fall back.
 
-A trial's epochs reach MLflow only once the checkpoint that covers them is in Tune's storage:
-an epoch whose checkpoint could not be persisted (a full disk, a killed worker) is trained
-again after the restart and must not appear twice, and an epoch that was persisted but not yet
-logged when the worker died must not go missing. The journal (``epochs.jsonl``, one line per
-reported epoch with its metrics and wall-clock time) lives in the trial's checkpoint directory,
-so Tune persists it with every checkpoint; a restarted trial reads it back, drops the epochs
-past the checkpoint it restarts from, asks MLflow which epochs it holds and sends the missing
-ones with their original timestamps.
+Every epoch is sent to MLflow as soon as it is trained, before its checkpoint is handed to Tune
+(so an epoch Tune has seen is in MLflow even when the worker is torn down right after, as
+happens to the last trial ASHA stops). A crash can then leave MLflow and the checkpoint apart,
+both ways, and the journal puts them together again. The journal (``epochs.jsonl``, one line
+per epoch with its metrics and wall-clock time) lives in the trial's checkpoint directory, so
+Tune persists it with every checkpoint. A restarted trial reads it back, drops the epochs past
+the checkpoint it restarts from (they will be trained again) and asks MLflow which epochs it
+holds:
 
-One window remains: the epoch at which ASHA stops a trial is sent from the ``SystemExit``
-handler, after Tune has its result; if the worker process ends before that delivery (Tune
-waits 2 s for a reused worker), that last epoch is missing from the run's history (its status
-is then set KILLED by the driver). The tests check the histories of pruned runs too.
+* MLflow is behind (the worker died before its buffer was delivered): the missing epochs are
+  sent from the journal, with their original timestamps;
+* MLflow is ahead (the checkpoint of an epoch already logged could not be persisted: a full
+  disk, a kill in between): the epochs trained again are not sent a second time; MLflow keeps
+  the values of the attempt that was lost (identical on CPU, where training is bit-exact) and
+  the run is tagged ``retrained_epochs``.
 """
 
 from __future__ import annotations
@@ -50,17 +52,17 @@ class EpochJournal:
         return journal
 
     def record(self, epoch: int, metrics: dict[str, float], checkpoint_epoch: int) -> None:
-        """Write the epoch into the directory (before the checkpoint is reported)."""
+        """Write the epoch into the directory (before it is sent and its checkpoint reported);
+        ``checkpoint_epoch``: the last epoch whose training state is saved in the directory."""
         entry = {"epoch": int(epoch), "checkpoint_epoch": int(checkpoint_epoch),
                  "timestamp_ms": int(time.time() * 1000), "metrics": metrics}
         self.entries.append(entry)
         with self.path.open("a") as f:
             f.write(json.dumps(entry) + "\n")
 
-    def send(self, logger: Any, *, upto: float) -> int:
-        """Buffer in ``logger`` every epoch after ``self.logged`` up to ``upto`` (the epoch whose
-        checkpoint Tune now holds; ``inf`` when the trial ends). Returns how many."""
-        due = [e for e in self.entries if self.logged < e["epoch"] <= upto]
+    def send(self, logger: Any) -> int:
+        """Buffer in ``logger`` every epoch MLflow does not hold yet; returns how many."""
+        due = [e for e in self.entries if e["epoch"] > self.logged]
         for e in due:  # STEP_KEY last: once MLflow has it, it has the whole epoch (batches
             # are sent in order, each at once)
             values = {k: v for k, v in e["metrics"].items() if k != STEP_KEY}
@@ -69,6 +71,12 @@ class EpochJournal:
         if due:
             self.logged = due[-1]["epoch"]
         return len(due)
+
+    def retrained(self) -> tuple[int, int] | None:
+        """After ``restore``: the epochs MLflow holds past the checkpoint (first, last), which
+        the trial trains again without sending them twice; None when there are none."""
+        saved = self.entries[-1]["epoch"] if self.entries else 0
+        return (saved + 1, self.logged) if self.logged > saved else None
 
     def _rewrite(self) -> None:
         self.path.write_text("".join(json.dumps(e) + "\n" for e in self.entries))

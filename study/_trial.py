@@ -7,7 +7,7 @@ table and, in the evaluation phase, ROC points and per-sample test probabilities
 anonymous sample ids). A trial restarted from its checkpoint (a crash, a lost node, a full
 disk, a resumed study) finds its MLflow run id in the checkpoint and keeps logging to the same
 run, set RUNNING again and tagged with the worker (``node_id``, ``host``, ``worker_pid``) and the
-checkpoint (``restored_from``) it goes on from; its epochs reach MLflow exactly once
+checkpoint (``restored_from``) it goes on from; each epoch is in its history once
 (:mod:`study._journal`).
 """
 
@@ -90,6 +90,9 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
             run_id = run_file.read_text().strip()
             journal = EpochJournal.restore(work, logged_epochs(client, run_id))
             where["restored_from"] = Path(restored.path).name if restored else ""
+            again = journal.retrained()
+            if again is not None:  # logged, then their checkpoint was lost: see _journal
+                where["retrained_epochs"] = f"{again[0]}-{again[1]}"
             prior = client.get_run(run_id).data.tags.get("failure_reason")
             if prior is not None:  # it failed, and now goes on: the reason becomes history
                 client.set_tag(run_id, "restarted_after", prior)  # (kept before it is deleted)
@@ -102,10 +105,11 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
                 trial=trial_id, params=_flat_params(cfg, config),
                 tags={**ctx.tags, **_role_tags(ctx.spec, cfg.regime.variant)})
             run_file.write_text(run_id)
-            journal = EpochJournal(work)
+            journal = EpochJournal(work)  # (a run reused after a crash before any checkpoint
+            journal.logged = logged_epochs(client, run_id)  # may hold epochs already)
         logger = tracking.RunLogger(ctx.tracking_uri, run_id)
         logger.tags(where)
-        journal.send(logger, upto=math.inf)  # epochs a crash kept from MLflow, if any
+        journal.send(logger)  # epochs a crash kept from MLflow, if any
 
         last_epoch = [0]
 
@@ -113,11 +117,10 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
             last_epoch[0] = int(metrics["epoch"])
             numeric = {k: float(v) for k, v in metrics.items() if _is_number(v)}
             journal.record(last_epoch[0], numeric, int(metrics["checkpoint_epoch"]))
-            # the checkpoint first: an epoch reaches MLflow only once a restart cannot redo it
+            journal.send(logger)  # before Tune has it: a stopped trial's worker may be torn
+            logger.flush()        # down right after report() (see study/_journal.py)
             tune.report({**numeric, "trial_done": False},
                         checkpoint=tune.Checkpoint.from_directory(str(work)))
-            journal.send(logger, upto=int(metrics["checkpoint_epoch"]))
-            logger.flush()
             return None
 
         try:
@@ -126,7 +129,6 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
         except SystemExit:
             # Tune ends a trial its scheduler stopped (ASHA) with sys.exit(0) inside report(),
             # after it saw the epoch; stopped at its last epoch it had its whole budget.
-            journal.send(logger, upto=math.inf)
             if last_epoch[0] >= cfg.max_epochs:
                 logger.tags({"stop_reason": "budget"})
                 logger.finish("FINISHED")
@@ -140,7 +142,6 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
                 logger.tags({"failure_reason": failure_reason(f"{type(exc).__name__}: {exc}")})
             logger.finish("FAILED")  # Tune may restart it: then RUNNING again, same run
             raise
-        journal.send(logger, upto=math.inf)
         final = _final_metrics(result)
         logger.metrics(result.epochs_run, final)
         logger.tags({"stop_reason": result.stop_reason})

@@ -318,6 +318,7 @@ def test_full_disk_while_persisting_a_checkpoint_falls_back_to_the_previous_one(
     assert victim.info.status == "FINISHED"
     assert victim.data.tags["restored_from"].startswith("checkpoint_")
     assert "No space left on device" in victim.data.tags["restarted_after"]
+    assert victim.data.tags["retrained_epochs"]  # logged, its checkpoint lost: trained again
     assert "failure_reason" not in victim.data.tags
     _assert_same_results(outcome, base)
     tally["faults survived: disk full (fell back to the previous checkpoint)"] += 1
