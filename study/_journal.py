@@ -31,16 +31,16 @@ STEP_KEY = "epoch"  # the metric every logged epoch has; its history says what M
 class EpochJournal:
     """The reported epochs of one trial, and how far MLflow has them."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, logged: int = 0) -> None:
         self.path = Path(directory) / JOURNAL_FILE
         self.entries: list[dict[str, Any]] = []
-        self.logged = 0  # epochs 1..logged are in MLflow
+        self.logged = logged  # epochs 1..logged are in MLflow
 
     @classmethod
     def restore(cls, directory: Path, logged: int) -> EpochJournal:
         """The journal of a restored checkpoint directory; ``logged``: the last epoch MLflow
         holds. Epochs after the checkpoint's own are forgotten (they will be trained again)."""
-        journal = cls(directory)
+        journal = cls(directory, logged)
         if journal.path.is_file():
             lines = journal.path.read_text().splitlines()
             journal.entries = [json.loads(line) for line in lines if line.strip()]
@@ -48,7 +48,6 @@ class EpochJournal:
             saved = int(journal.entries[-1]["checkpoint_epoch"])
             journal.entries = [e for e in journal.entries if e["epoch"] <= saved]
             journal._rewrite()
-        journal.logged = logged
         return journal
 
     def record(self, epoch: int, metrics: dict[str, float], checkpoint_epoch: int) -> None:

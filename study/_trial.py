@@ -86,18 +86,9 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
         if restored is not None:
             restored.to_directory(str(work))
         run_file = work / RUN_ID_FILE
-        if run_file.is_file():  # restarted from a checkpoint: the same run, running again
+        if restored is not None and run_file.is_file():
             run_id = run_file.read_text().strip()
-            journal = EpochJournal.restore(work, logged_epochs(client, run_id))
-            where["restored_from"] = Path(restored.path).name if restored else ""
-            again = journal.retrained()
-            if again is not None:  # logged, then their checkpoint was lost: see _journal
-                where["retrained_epochs"] = f"{again[0]}-{again[1]}"
-            prior = client.get_run(run_id).data.tags.get("failure_reason")
-            if prior is not None:  # it failed, and now goes on: the reason becomes history
-                client.set_tag(run_id, "restarted_after", prior)  # (kept before it is deleted)
-                client.delete_tag(run_id, "failure_reason")
-            client.update_run(run_id, status="RUNNING")
+            journal = _reopen(client, run_id, work, Path(restored.path).name, where)
         else:
             run_id = tracking.start_child_run(
                 client, ctx.experiment_id, ctx.parent_run_id,
@@ -105,8 +96,8 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
                 trial=trial_id, params=_flat_params(cfg, config),
                 tags={**ctx.tags, **_role_tags(ctx.spec, cfg.regime.variant)})
             run_file.write_text(run_id)
-            journal = EpochJournal(work)  # (a run reused after a crash before any checkpoint
-            journal.logged = logged_epochs(client, run_id)  # may hold epochs already)
+            # a run reused after a crash before the first checkpoint may hold epochs already
+            journal = EpochJournal(work, logged=logged_epochs(client, run_id))
         logger = tracking.RunLogger(ctx.tracking_uri, run_id)
         logger.tags(where)
         journal.send(logger)  # epochs a crash kept from MLflow, if any
@@ -162,6 +153,23 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
                      "mlflow_run_id": run_id, "stop_reason": result.stop_reason})
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _reopen(client: Any, run_id: str, work: Path, checkpoint: str,
+            where: dict[str, str]) -> EpochJournal:
+    """A trial restarted from its checkpoint: the same run, RUNNING again; its journal squared
+    with what MLflow holds (``study._journal``). Adds the run's new tags to ``where``."""
+    journal = EpochJournal.restore(work, logged_epochs(client, run_id))
+    where["restored_from"] = checkpoint
+    again = journal.retrained()
+    if again is not None:  # logged, then their checkpoint was lost
+        where["retrained_epochs"] = f"{again[0]}-{again[1]}"
+    prior = client.get_run(run_id).data.tags.get("failure_reason")
+    if prior is not None:  # it failed, and now goes on: the reason becomes history
+        client.set_tag(run_id, "restarted_after", prior)  # (kept before it is deleted)
+        client.delete_tag(run_id, "failure_reason")
+    client.update_run(run_id, status="RUNNING")
+    return journal
 
 
 def _flat_params(cfg: TrainConfig, config: dict[str, Any]) -> dict[str, Any]:
