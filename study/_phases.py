@@ -53,8 +53,9 @@ def settle(ctx: _trial.TrialContext, timeout_s: float = 30.0) -> None:
     while time.monotonic() < deadline:
         if not tracking.child_runs(client, ctx.experiment_id, ctx.parent_run_id,
                                    status="RUNNING", phase=ctx.phase):
-            return
+            break
         time.sleep(0.5)
+    _trial.sweep_scratch()  # what ended workers left in this machine's temp folder
 
 
 def _concurrency(spec: StudySpec) -> int:

@@ -35,6 +35,7 @@ from trainables.splits import Split
 from trainables.train import run_trial
 
 RUN_ID_FILE = "mlflow_run_id"
+SCRATCH_PREFIX = "tlstudy-trial-"  # + worker pid: a trial's local checkpoint folder
 RESERVED = ("variant", "split", "optuna_trial")
 
 
@@ -78,7 +79,8 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
     cfg = train_config(config, ctx)
     split = ctx.splits[int(config["split"])]
     trial_id = tune.get_context().get_trial_id() or "local"
-    work = Path(tempfile.mkdtemp(prefix="tlstudy-trial-"))
+    sweep_scratch()
+    work = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
     try:
         client = tracking.client_for(ctx.tracking_uri)
         where = {**_node_tags(), "worker_pid": str(os.getpid())}  # updated at every (re)start
@@ -149,10 +151,36 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
                     "thresholds": [float(v) if math.isfinite(v) else None
                                    for v in roc.thresholds]})
         logger.finish("FINISHED")
+        # before the last report: Tune may end the worker while that report waits, and then
+        # no ``finally`` runs (each trial's folder holds checkpoints: tens to hundreds of MB)
+        shutil.rmtree(work, ignore_errors=True)
         tune.report({**final, "epoch": result.epochs_run, "trial_done": True,
                      "mlflow_run_id": run_id, "stop_reason": result.stop_reason})
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def sweep_scratch(root: Path | None = None) -> list[Path]:
+    """Remove the scratch folders of trials whose worker process is gone (killed, or ended by
+    Tune while its trial waited in ``report``) from this machine's temp folder; returns them.
+    Folders of live processes are left alone."""
+    removed = []
+    for folder in Path(root or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = folder.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _reopen(client: Any, run_id: str, work: Path, checkpoint: str,

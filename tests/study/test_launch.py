@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import optuna
 import pytest
@@ -14,6 +17,12 @@ from search_spaces import load_spec, shipped_path
 from study.tracking import child_runs
 
 
+def _scratch() -> set[Path]:
+    from study._trial import SCRATCH_PREFIX
+
+    return set(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"))
+
+
 @pytest.fixture(scope="module")
 def smoke_study(tmp_path_factory, ray_local, mlflow_server):
     from study.run import run_study
@@ -21,12 +30,13 @@ def smoke_study(tmp_path_factory, ray_local, mlflow_server):
     spec = load_spec("smoke").with_name("smoke-e2e")
     root = tmp_path_factory.mktemp("runs")
     lines: list[str] = []
+    before = _scratch()
     outcome = run_study(spec, root / spec.name, mlflow_server, echo=lines.append)
-    return spec, root / spec.name, outcome, lines
+    return spec, root / spec.name, outcome, lines, _scratch() - before
 
 
 def test_smoke_study_logs_every_trial_to_mlflow(smoke_study, mlflow_client):
-    spec, study_dir, outcome, lines = smoke_study
+    spec, study_dir, outcome, lines, _ = smoke_study
     parent = mlflow_client.get_run(outcome.parent_run_id)
     assert parent.info.status == "FINISHED"
     for tag in ("data_fingerprint", "split_fingerprints", "git_commit", "torch",
@@ -66,7 +76,7 @@ def test_smoke_study_logs_every_trial_to_mlflow(smoke_study, mlflow_client):
 
 def test_asha_stopped_trials_are_pruned_in_optuna_and_killed_in_mlflow(smoke_study,
                                                                        mlflow_client):
-    spec, study_dir, outcome, _ = smoke_study
+    spec, study_dir, outcome, *_ = smoke_study
     storage = f"sqlite:///{study_dir / 'optuna.db'}"
     runs = child_runs(mlflow_client, outcome.experiment_id, outcome.parent_run_id,
                       phase="search")
@@ -101,7 +111,7 @@ def test_second_launch_of_a_finished_study_runs_nothing(smoke_study, mlflow_serv
                                                         mlflow_client, capsys, tmp_path):
     from study.launch import main
 
-    spec, study_dir, outcome, _ = smoke_study
+    spec, study_dir, outcome, *_ = smoke_study
     before = len(mlflow_client.search_runs([outcome.experiment_id]))
     args = ["--study", spec.name, "--runs-dir", str(study_dir.parent),
             "--tracking-uri", mlflow_server]
@@ -167,3 +177,34 @@ def test_full_disk_before_any_trial_is_named_and_leaves_nothing_half_written(
         data = prepare_data(load_spec("smoke"), runs)
         assert data.counts["patients"] == 24
         assert not list(runs.rglob("*.tmp*"))                   # no temporary file left
+
+
+def test_trials_leave_no_checkpoint_folder_behind(smoke_study):
+    """Each trial trains in a local folder of checkpoints (tens to hundreds of MB); Tune can end
+    a worker while its trial waits in its last report, so no ``finally`` runs there: the
+    folder goes before that report, and what ended workers leave is swept after each phase."""
+    *_, left = smoke_study
+    alive = []
+    for folder in left:
+        pid = int(folder.name.split("-")[2])
+        try:
+            os.kill(pid, 0)
+            alive.append(folder)
+        except ProcessLookupError:
+            pass
+    assert sorted(left) == sorted(alive), "folders of ended trial workers were left behind"
+
+
+def test_sweep_removes_the_folders_of_ended_workers_only(tmp_path):
+    from study._trial import SCRATCH_PREFIX, sweep_scratch
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()                                             # a pid that is gone
+    dead = tmp_path / f"{SCRATCH_PREFIX}{ended.pid}-abc"
+    live = tmp_path / f"{SCRATCH_PREFIX}{os.getpid()}-def"
+    other = tmp_path / "tlstudy-trial-notapid-x"
+    for folder in (dead, live, other):
+        folder.mkdir()
+        (folder / "checkpoint.pt").write_bytes(b"\0" * 1024)
+    assert sweep_scratch(tmp_path) == [dead]
+    assert not dead.exists() and live.exists() and other.exists()
