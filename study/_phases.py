@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -115,16 +116,38 @@ def run_search(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path, *,
                                         num_samples=total, metric=METRIC, mode=MODE,
                                         reuse_actors=True,
                                         max_concurrent_trials=_concurrency(spec)),
-            run_config=tune.RunConfig(name=name, storage_path=path, verbose=0,
-                                      callbacks=[progress],
-                                      failure_config=tune.FailureConfig(max_failures=2)))
+            run_config=_run_config(name, path, progress))
     tuner.fit()
     progress.close()
     settle(ctx)
     unfinished = [g.key for g in groups if searcher.unfinished(g.key, g.budget)]
     if unfinished:  # Tune returns normally after Ctrl-C: the searches did not all run out
         raise KeyboardInterrupt(f"search interrupted ({', '.join(unfinished)} unfinished)")
+    _drop_checkpoints(path, name)
     return searcher
+
+
+def _run_config(name: str, path: str, progress: Progress) -> tune.RunConfig:
+    """One phase's Tune run: a trial restarts up to twice from its checkpoint; Tune keeps only
+    a trial's latest checkpoint (the one it restarts from: every epoch's would take
+    ``epochs × checkpoint size`` per trial, 11 GB for quick.yaml)."""
+    return tune.RunConfig(name=name, storage_path=path, verbose=0, callbacks=[progress],
+                          failure_config=tune.FailureConfig(max_failures=2),
+                          checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+
+
+def _drop_checkpoints(path: str, name: str) -> None:
+    """After a search that ran out: its trials' checkpoints serve nothing (results are in
+    MLflow, the evaluation trains afresh); Tune's experiment state stays. Local storage only;
+    an evaluation trial's checkpoint (holding the tested weights) is kept."""
+    if "://" in path:
+        return
+    freed = 0
+    for folder in Path(path, name).glob("*/checkpoint_*"):
+        freed += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        shutil.rmtree(folder, ignore_errors=True)
+    if freed:
+        log.info("removed the search trials' checkpoints (%.1f GB)", freed / 1e9)
 
 
 def best_configs(spec: StudySpec, searcher: GroupedOptunaSearcher) -> dict[tuple[str, int], dict]:
@@ -165,9 +188,7 @@ def run_evaluation(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path,
         tuner = tune.Tuner(
             trainable, param_space={"cfg": tune.grid_search(items)},
             tune_config=tune.TuneConfig(reuse_actors=True),
-            run_config=tune.RunConfig(name=name, storage_path=path, verbose=0,
-                                      callbacks=[progress],
-                                      failure_config=tune.FailureConfig(max_failures=2)))
+            run_config=_run_config(name, path, progress))
     grid = tuner.fit()
     progress.close()
     settle(ctx)

@@ -208,3 +208,18 @@ def test_sweep_removes_the_folders_of_ended_workers_only(tmp_path):
         (folder / "checkpoint.pt").write_bytes(b"\0" * 1024)
     assert sweep_scratch(tmp_path) == [dead]
     assert not dead.exists() and live.exists() and other.exists()
+
+
+def test_tune_keeps_only_what_can_be_used_of_the_checkpoints(smoke_study):
+    """A finished search's trial checkpoints are dropped (results are in MLflow); each
+    evaluation trial keeps one checkpoint: its last, with the weights that were tested."""
+    spec, study_dir, *_ = smoke_study
+    search = [d for d in (study_dir / "ray" / "search").iterdir() if d.is_dir()]
+    assert len(search) == len(spec.variants) * spec.search.trials
+    assert not [c for d in search for c in d.glob("checkpoint_*")]
+    evaluate = [d for d in (study_dir / "ray" / "evaluate").iterdir() if d.is_dir()]
+    assert len(evaluate) == len(spec.variants)
+    for trial in evaluate:
+        kept = list(trial.glob("checkpoint_*"))
+        assert len(kept) == 1, kept                         # not one per epoch
+        assert list(kept[0].glob("best-e*.pt")) and (kept[0] / "checkpoint.pt").is_file()
