@@ -36,6 +36,7 @@ from study.server import ensure_server, stop_server
 from study.tracking import child_runs, client_for
 from tests._disk import fill, small_disk
 from tests._ray_nodes import run_cluster_script
+from tests._tune import registered_checkpoint
 from tests.reliability._tally import tally
 from trainables.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint
 
@@ -53,9 +54,9 @@ class Target:
 
 
 class Injector(threading.Thread):
-    """Watches a study's runs in MLflow; once a trial of ``phase`` has an epoch there (so Tune
-    holds that epoch's checkpoint: epochs reach MLflow only after it), runs
-    ``action(Target)`` on it, once per phase listed.
+    """Watches a study's runs in MLflow and Tune's storage; once a running trial of ``phase``
+    has a checkpoint Tune has taken in (``registered_checkpoint``), runs ``action(Target)`` on
+    it, once per phase listed.
 
     The worker is found from the run's ``worker_pid`` tag (set at every start of a trial).
     With ``freeze``, it is stopped (SIGSTOP) and the run checked to be still RUNNING under the
@@ -90,7 +91,7 @@ class Injector(threading.Thread):
         for run in runs:
             pid, trial = run.data.tags.get("worker_pid"), run.data.tags.get("trial")
             dirs = list((self.storage / phase).glob(f"*_{trial}_*"))
-            if not pid or "val_loss" not in run.data.metrics or len(dirs) != 1:
+            if not pid or len(dirs) != 1 or registered_checkpoint(dirs[0]) is None:
                 continue
             if not _is_ray_worker(int(pid)):  # a stale tag: that worker is gone
                 continue
@@ -407,6 +408,7 @@ NODE_LOSS = textwrap.dedent("""
     from study.run import run_study
     from study.tracking import client_for
     from tests._ray_nodes import two_nodes
+    from tests._tune import registered_checkpoint
 
     cluster, worker = two_nodes(a["worker_tmp"])
     ray.init(address=cluster.address, configure_logging=False, log_to_driver=False)
@@ -418,8 +420,11 @@ NODE_LOSS = textwrap.dedent("""
             exp = client.get_experiment_by_name(a["study"])
             runs = [] if exp is None else client.search_runs(
                 [exp.experiment_id], "attributes.status = 'RUNNING'")
-            for r in runs:  # an epoch in MLflow: its checkpoint is in Tune's storage
-                if r.data.tags.get("node_id") == worker.node_id and "val_loss" in r.data.metrics:
+            for r in runs:  # one that trains there and has a checkpoint Tune took in
+                trial_dirs = list((Path(a["runs"]) / a["study"] / "ray" / r.data.tags["phase"])
+                                  .glob(f"*_{r.data.tags['trial']}_*"))
+                if (r.data.tags.get("node_id") == worker.node_id and len(trial_dirs) == 1
+                        and registered_checkpoint(trial_dirs[0]) is not None):
                     cluster.remove_node(worker, allow_graceful=False)
                     lost.update(run_id=r.info.run_id, phase=r.data.tags["phase"],
                                 t_ms=time.time() * 1000)
