@@ -58,6 +58,9 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
 
     from study import _phases, _trial
 
+    # Tune warns at every forced experiment snapshot (one per checkpoint with num_to_keep set)
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
     study_dir.mkdir(parents=True, exist_ok=True)
     data = data or prepare_data(spec, study_dir.parent)
     echo(f"data: {data.counts['views']} ROIs of {data.counts['patients']} patients "
