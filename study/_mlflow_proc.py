@@ -54,6 +54,17 @@ def group_members(pgid: int) -> list[int]:
         except ProcessLookupError:
             return []
         return [pgid]
+    return _members(2, pgid)
+
+
+def session_members(sid: int) -> list[int]:
+    """Live (non-zombie) processes of session ``sid`` (Linux)."""
+    return _members(3, sid)
+
+
+def _members(field: int, value: int) -> list[int]:
+    """Live processes whose ``/proc/<pid>/stat`` field ``field`` (after the command name:
+    0 state, 1 ppid, 2 pgrp, 3 session) is ``value``."""
     members = []
     for entry in _PROC.iterdir():
         if not entry.name.isdigit():
@@ -62,8 +73,7 @@ def group_members(pgid: int) -> list[int]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        # fields: state ppid pgrp ...
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+        if int(fields[field]) == value and fields[0] not in ("Z", "X"):
             members.append(int(entry.name))
     return members
 

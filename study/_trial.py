@@ -28,6 +28,7 @@ from ray import tune
 from search_spaces import StudySpec
 from search_spaces.spec import Phase
 from study._journal import EpochJournal, logged_epochs
+from study._mlflow_proc import pid_alive
 from study._restudy import failure_reason
 from trainables._roiset import RoiSet
 from trainables.config import TrainConfig
@@ -167,20 +168,10 @@ def sweep_scratch(root: Path | None = None) -> list[Path]:
     removed = []
     for folder in Path(root or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
         pid = folder.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _reopen(client: Any, run_id: str, work: Path, checkpoint: str,

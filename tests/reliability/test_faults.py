@@ -32,9 +32,11 @@ from pathlib import Path
 import pytest
 
 from search_spaces import load_spec
+from study._mlflow_proc import session_members
 from study.server import ensure_server, stop_server
 from study.tracking import child_runs, client_for
 from tests._disk import fill, small_disk
+from tests._procs import wait_for_output
 from tests._ray_nodes import run_cluster_script
 from tests._tune import registered_checkpoint
 from tests.reliability._tally import tally
@@ -325,20 +327,6 @@ def test_full_disk_while_persisting_a_checkpoint_falls_back_to_the_previous_one(
     tally["faults survived: disk full (fell back to the previous checkpoint)"] += 1
 
 
-def _session_members(sid: int) -> list[int]:
-    """Live processes of session ``sid`` (the launcher was started in its own session)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(fields[3]) == sid and fields[0] not in ("Z", "X"):
-                out.append(int(entry.name))
-    return out
-
-
 def test_launcher_sigkilled_mid_search_resumes_without_loss_or_duplicates(
         tmp_path, mlflow_server, mlflow_client):
     import optuna
@@ -353,16 +341,11 @@ def test_launcher_sigkilled_mid_search_resumes_without_loss_or_duplicates(
     with first.open("w") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
-        deadline = time.monotonic() + 400
-        while time.monotonic() < deadline and proc.poll() is None:
-            if "search   2/6 done" in first.read_text():
-                break
-            time.sleep(0.3)
-        assert proc.poll() is None, first.read_text()
+        wait_for_output(first, "search   2/6 done", proc, timeout_s=400)
         os.kill(proc.pid, signal.SIGKILL)  # no handler runs: runs stay RUNNING, state as is
         proc.wait(timeout=30)
     time.sleep(5)  # Ray's processes share the driver's fate; end any straggler of ours
-    for pid in _session_members(proc.pid):
+    for pid in session_members(proc.pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     tally["faults injected: launcher (driver) SIGKILLed mid-search"] += 1

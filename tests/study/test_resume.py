@@ -6,13 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import optuna
 import pytest
 
 from search_spaces import load_spec
 from study.tracking import child_runs, experiment_for
+from tests._procs import wait_for_output
 
 
 def _launch(args, log):
@@ -30,12 +30,7 @@ def test_resume_after_ctrl_c_completes_without_duplicates(tmp_path, mlflow_serve
     first_log = tmp_path / "first.log"
     with first_log.open("w") as log:
         proc = _launch(args, log)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and proc.poll() is None:
-            if "search   2/6 done" in first_log.read_text():
-                break
-            time.sleep(0.5)
-        assert proc.poll() is None, first_log.read_text()
+        wait_for_output(first_log, "search   2/6 done", proc, timeout_s=300)
         proc.send_signal(signal.SIGINT)
         rc = proc.wait(timeout=300)
     text = first_log.read_text()
