@@ -3,7 +3,9 @@
 :func:`run_trial` trains a backbone + head (built by :mod:`trainables.regimes`) on a split's
 inner-train part, validates on its inner-validation part every epoch, reports the epoch to a
 caller-supplied ``reporter`` (the study layer wires it to Ray Tune; nothing here imports Ray or
-MLflow) and writes a checkpoint every epoch (or every ``config.checkpoint_every`` epochs). In the
+MLflow) and writes a checkpoint of what training changed (see :mod:`trainables.checkpoint`) at
+the epochs ``config.checkpoint_at`` names (ASHA's rungs), at the end, and otherwise at most once
+per ``config.checkpoint_interval_s`` seconds (every ``config.checkpoint_every`` epochs). In the
 ``"evaluate"`` phase it then restores the best weights and reads the test part exactly once; the
 ``"search"`` phase never loads the test part.
 
@@ -52,7 +54,8 @@ Reporter = Callable[[dict[str, float]], "str | None"]
 
 #: Config fields that change speed but not results; they may differ when a trial resumes.
 SPEED_ONLY_FIELDS = frozenset({"device", "threads", "bf16", "channels_last", "cudnn_benchmark",
-                               "eval_batch_size", "checkpoint_every"})
+                               "eval_batch_size", "checkpoint_every", "checkpoint_at",
+                               "checkpoint_interval_s"})
 #: Per-epoch metric keys that measure time, not the model (they differ between runs).
 TIMING_KEYS = frozenset({"images_per_s", "epoch_time_s", "checkpoint_time_s"})
 
@@ -217,7 +220,7 @@ def run_trial(config: TrainConfig, rois: RoiSet, split: Split, *,
     state = TrialState.build(config, config.input_size or rois.size, device)
     table = lr_table(state.model, state.optimizer)
     if saved is not None:
-        state.restore(saved)
+        state.restore(saved, directory / ckpt.CHECKPOINT_FILE)
         logger.info("resuming from %s after epoch %d", directory, state.epoch)
     else:
         logger.info("trial start: %s %s, %d train / %d val ROIs, lr table %s", config.backbone,
@@ -232,18 +235,27 @@ def run_trial(config: TrainConfig, rois: RoiSet, split: Split, *,
         if not config.augment:
             cache_features(state.model, train, batch_size=config.eval_batch, settings=settings)
 
+    last_write = [time.perf_counter()]
+
     def save() -> float:
         t = time.perf_counter()
+        state.save_best(directory)  # before the checkpoint that names it
         ckpt.save_checkpoint(directory, state.payload(
             {"config": config.to_dict(), "identity": identity},
             elapsed_s=state.prior_s + time.perf_counter() - t0))
-        return time.perf_counter() - t
+        last_write[0] = time.perf_counter()
+        return last_write[0] - t
+
+    def due() -> bool:
+        return (state.finished is not None or state.epoch in config.checkpoint_at
+                or (state.epoch % config.checkpoint_every == 0 and
+                    time.perf_counter() - last_write[0] >= config.checkpoint_interval_s))
 
     told_to_stop, saved_epoch = False, state.epoch
     while state.finished is None and not told_to_stop:
-        metrics = _epoch(state, train, val, config, settings, directory)
+        metrics = _epoch(state, train, val, config, settings)
         t_save = 0.0
-        if state.finished is not None or state.epoch % config.checkpoint_every == 0:
+        if due():
             t_save, saved_epoch = save(), state.epoch
         if reporter is not None:
             answer = reporter({**metrics, "checkpoint_time_s": t_save,
@@ -272,7 +284,7 @@ def run_trial(config: TrainConfig, rois: RoiSet, split: Split, *,
 
 
 def _epoch(state: TrialState, train: Partition, val: Partition, config: TrainConfig,
-           settings: StepSettings, directory: Path) -> dict[str, float]:
+           settings: StepSettings) -> dict[str, float]:
     """Train and validate one epoch; update schedule, early stopping and best weights."""
     state.epoch += 1
     lrs = lr_by_block(state.optimizer)  # the rates this epoch trains at
@@ -286,7 +298,7 @@ def _epoch(state: TrialState, train: Partition, val: Partition, config: TrainCon
     val_loss, val_probs = predict(state.model, val, batch_size=config.eval_batch,
                                   settings=settings)
     state.scheduler.step(val_loss)
-    state.record_best(directory, val_loss, keep_weights=config.restore_best)
+    state.record_best(val_loss, keep_weights=config.restore_best)
     labels = val.labels_np
     metrics: dict[str, float] = {
         "epoch": state.epoch, "train_loss": train_loss, "val_loss": val_loss,
@@ -306,13 +318,9 @@ def _epoch(state: TrialState, train: Partition, val: Partition, config: TrainCon
 
 
 def _restore_best(state: TrialState, config: TrainConfig, directory: Path) -> None:
-    if not config.restore_best:
-        return
-    if state.best_file is None:
+    if config.restore_best and not state.load_best(directory):
         logger.warning("no finite validation loss in %d epochs: keeping the last weights",
                        state.epoch)
-        return
-    state.model.load_state_dict(ckpt.load_best(directory, state.best_file))
 
 
 def _evaluate_test(model: Classifier, rois: RoiSet, split: Split, config: TrainConfig,
