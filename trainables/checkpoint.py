@@ -15,13 +15,14 @@ rebuilds the frozen part from the file and refuses a checkpoint made against ano
 (:class:`PretrainedMismatchError`). For FE on Inception-v3 that is the head alone instead of
 the whole network; the best weights are kept the same way.
 
-``checkpoint.pt`` holds those model tensors, the optimiser and scheduler state, the early-stopping state, every
-random number generator the trial draws from (torch's global CPU/CUDA generators for dropout and
-the trial's own shuffle and augmentation generators), the per-epoch history and the trial's
-elapsed time. Every file is written to a temporary name in the same directory, flushed and then
-renamed, so a crash leaves the previous checkpoint intact. The best weights live in their own,
-epoch-named file so they are written only when they improve; ``checkpoint.pt`` names the current
-one, and older ones are deleted only after the checkpoint naming the new one is in place.
+``checkpoint.pt`` holds those model tensors, the optimiser and scheduler state, the
+early-stopping state, every random number generator the trial draws from (torch's global
+CPU/CUDA generators for dropout and the trial's own shuffle and augmentation generators), the
+per-epoch history and the trial's elapsed time. Every file is written to a temporary name in the
+same directory, flushed and then renamed, so a crash leaves the previous checkpoint intact. The
+best weights are kept in memory and written beside the checkpoint when they changed since the
+last write, in an epoch-named file; ``checkpoint.pt`` names the current one, and older ones are
+deleted only after the checkpoint naming the new one is in place.
 """
 
 from __future__ import annotations
