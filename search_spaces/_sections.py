@@ -175,6 +175,15 @@ class AshaSpec:
     grace_period: int = 1
     reduction_factor: float = 3.0
 
+    def rungs(self) -> tuple[int, ...]:
+        """The epochs at which ASHA compares trials (``grace · η^k`` below ``max_epochs``),
+        where a search trial's checkpoint is always written."""
+        out, t = [], float(self.grace_period)
+        while t < self.max_epochs:
+            out.append(int(round(t)))
+            t *= self.reduction_factor
+        return tuple(sorted(set(out)))
+
 
 @dataclass(frozen=True)
 class SearchSpec:
@@ -288,6 +297,7 @@ class TrainSpec:
     channels_last: bool = True
     cudnn_benchmark: bool = True
     checkpoint_every: int = 1
+    checkpoint_interval_s: float = 60.0
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in names(TrainSpec)}
@@ -318,6 +328,8 @@ def parse_train(top: Section) -> tuple[TrainSpec, frozenset[str]]:
         channels_last=s.boolean("channels_last", d.channels_last),
         cudnn_benchmark=s.boolean("cudnn_benchmark", d.cudnn_benchmark),
         checkpoint_every=s.integer("checkpoint_every", d.checkpoint_every, min=1),
+        checkpoint_interval_s=s.number("checkpoint_interval_s", d.checkpoint_interval_s,
+                                       ge=0.0),
     )
     return out, frozenset(s.data)
 

@@ -156,6 +156,8 @@ class StudySpec:
         if phase not in ("search", "evaluate"):
             raise ValueError(f"phase must be 'search' or 'evaluate', got {phase!r}")
         budget = self.search.asha.max_epochs if phase == "search" else self.evaluation.max_epochs
+        if phase == "search":  # a checkpoint at every rung ASHA compares trials at
+            train["checkpoint_at"] = list(self.search.asha.rungs())
         return {
             "regime": regime, "backbone": self.backbone, "input_size": self.input_size,
             "pretrained": self.pretrained,

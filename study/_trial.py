@@ -105,16 +105,20 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
         logger.tags(where)
         journal.send(logger)  # epochs a crash kept from MLflow, if any
 
-        last_epoch = [0]
+        last_epoch, handed = [0], [journal.checkpoint_epoch()]
 
         def reporter(metrics: dict[str, Any]) -> str | None:
             last_epoch[0] = int(metrics["epoch"])
             numeric = {k: float(v) for k, v in metrics.items() if _is_number(v)}
-            journal.record(last_epoch[0], numeric, int(metrics["checkpoint_epoch"]))
+            written = int(metrics["checkpoint_epoch"])
+            journal.record(last_epoch[0], numeric, written)
             journal.send(logger)  # before Tune has it: a stopped trial's worker may be torn
             logger.flush()        # down right after report() (see study/_journal.py)
-            tune.report({**numeric, "trial_done": False},
-                        checkpoint=tune.Checkpoint.from_directory(str(work)))
+            checkpoint = None     # Tune copies a checkpoint only when one was written
+            if written != handed[0]:
+                handed[0] = written
+                checkpoint = tune.Checkpoint.from_directory(str(work))
+            tune.report({**numeric, "trial_done": False}, checkpoint=checkpoint)
             return None
 
         try:

@@ -154,8 +154,10 @@ def test_mirrored_dataclasses_match_trainables():
     assert _fields(RoiSpec) == _fields(RoiConfig)
     assert _fields(SplitSpec) == _fields(SplitConfig)
     structural = {"regime", "backbone", "input_size", "pretrained", "weights", "max_epochs",
-                  "early_stopping_patience"}
-    train = _fields(TrainConfig)
+                  "early_stopping_patience", "checkpoint_at"}
+    # a study writes checkpoints on a time budget; a bare trial every epoch
+    study_defaults = {"checkpoint_interval_s": 60.0}
+    train = {**_fields(TrainConfig), **study_defaults}
     assert set(_fields(TrainSpec)) == set(train) - structural
     assert all(train[k] == v for k, v in _fields(TrainSpec).items())
     assert set(SYNTH_FIELDS) == set(_fields(SynthConfig))
@@ -395,7 +397,7 @@ def test_more_per_trial_than_the_cluster_has_fails():
     with pytest.raises(SpecError, match="resources.gpus: .*has 1"):
         check_resources(big, {"CPU": 16.0, "GPU": 1.0})
     with pytest.raises(SpecError, match="resources.cpus"):
-        check_resources(spec, {"CPU": 2.0, "GPU": 1.0})
+        check_resources(spec, {"CPU": 0.5, "GPU": 1.0})
 
 
 # --------------------------------------------------------------------------- paths
@@ -573,3 +575,16 @@ def test_flat_dict_keys_are_valid_mlflow_param_names(name):
     assert not bad
     if name == "quick":  # a list of per-variant declarations gets numbered keys
         assert flat["search.params.base_lr.1.variants"] == "FE,1FT,2FT,3FT,AllFT"
+
+
+def test_search_trials_checkpoint_at_asha_rungs():
+    spec = load_spec("paper")
+    asha = spec.search.asha
+    rungs = asha.rungs()
+    assert rungs[0] == asha.grace_period and rungs[-1] < asha.max_epochs
+    assert all(b == round(a * asha.reduction_factor) for a, b in zip(rungs, rungs[1:]))
+    search = spec.trial_config("FE", {k.name: k.low for k in spec.params_for("FE")})
+    assert tuple(search["checkpoint_at"]) == rungs
+    evaluate = spec.trial_config("FE", {k.name: k.low for k in spec.params_for("FE")},
+                                 phase="evaluate")
+    assert "checkpoint_at" not in evaluate and evaluate["checkpoint_interval_s"] == 60.0
