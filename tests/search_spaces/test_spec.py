@@ -582,7 +582,8 @@ def test_search_trials_checkpoint_at_asha_rungs():
     asha = spec.search.asha
     rungs = asha.rungs()
     assert rungs[0] == asha.grace_period and rungs[-1] < asha.max_epochs
-    assert all(b == round(a * asha.reduction_factor) for a, b in zip(rungs, rungs[1:]))
+    pairs = zip(rungs[:-1], rungs[1:], strict=True)
+    assert all(b == round(a * asha.reduction_factor) for a, b in pairs)
     search = spec.trial_config("FE", {k.name: k.low for k in spec.params_for("FE")})
     assert tuple(search["checkpoint_at"]) == rungs
     evaluate = spec.trial_config("FE", {k.name: k.low for k in spec.params_for("FE")},
