@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from search_spaces import ParamSpec, StudySpec
 from study import _trial
 from study._grouped import METRIC, MODE, Group, GroupedASHA, GroupedOptunaSearcher
 from study._progress import Progress
+from study._run_closer import RunCloser
 
 log = logging.getLogger(__name__)
 
@@ -41,35 +41,10 @@ def _trainable(ctx: _trial.TrialContext) -> Any:
                                {"cpu": r.cpus, "gpu": r.gpus})
 
 
-def settle(ctx: _trial.TrialContext, timeout_s: float = 30.0) -> None:
-    """Wait until the phase's trials have ended their MLflow runs.
-
-    Tune can return while a stopped trial's actor is still ending its run (its stop arrives
-    as ``SystemExit`` inside ``report``); without this wait the driver would find the run
-    RUNNING and end it as KILLED itself."""
-    from study import tracking
-
-    client = tracking.client_for(ctx.tracking_uri)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not tracking.child_runs(client, ctx.experiment_id, ctx.parent_run_id,
-                                   status="RUNNING", phase=ctx.phase):
-            break
-        time.sleep(0.5)
-    _trial.sweep_scratch()  # what ended workers left in this machine's temp folder
-
-
-def _concurrency(spec: StudySpec) -> int:
-    """Trials that fit the cluster at once (Tune allows one pending trial per custom searcher
-    unless told)."""
-    import ray
-
-    have = ray.cluster_resources()
-    r = spec.resources
-    fits = [have.get("CPU", 0.0) / r.cpus] if r.cpus > 0 else []
-    if r.gpus > 0:
-        fits.append(have.get("GPU", 0.0) / r.gpus)
-    return max(1, int(min(fits))) if fits else 1
+def settle() -> None:
+    """After a phase: what ended workers left in this machine's temp folder goes. (Runs are
+    ended as their trials end, by the worker or by :class:`~study._run_closer.RunCloser`.)"""
+    _trial.sweep_scratch()
 
 
 def search_groups(spec: StudySpec, trials: int | None = None) -> list[Group]:
@@ -82,12 +57,14 @@ def search_groups(spec: StudySpec, trials: int | None = None) -> list[Group]:
 def run_search(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path, *,
                resume: bool, storage: str | None = None, study_prefix: str | None = None,
                warm_start: dict[str, list[dict[str, Any]]] | None = None,
-               seed_salt: str = "", trials: int | None = None) -> GroupedOptunaSearcher:
+               seed_salt: str = "", trials: int | None = None,
+               slots: int = 1) -> GroupedOptunaSearcher:
     """Search every group in one Tune run. ``study_prefix``: the Optuna study names'
     prefix (default the study's name; a re-study gets its own); ``warm_start``: group key ->
     configurations to evaluate first (the previous execution's best); ``seed_salt``: mixed
     into the TPE seeds (a re-study: the previous run's id, so it proposes other points);
-    ``trials``: a re-study's smaller budget per group."""
+    ``trials``: a re-study's smaller budget per group; ``slots``: trials at once (what the
+    cluster can reach, :mod:`study._slots`)."""
     groups = search_groups(spec, trials)
     searcher = GroupedOptunaSearcher(
         groups, storage_url=f"sqlite:///{(study_dir / 'optuna.db').resolve()}",
@@ -115,11 +92,11 @@ def run_search(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path, *,
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
                                         num_samples=total, metric=METRIC, mode=MODE,
                                         reuse_actors=True,
-                                        max_concurrent_trials=_concurrency(spec)),
-            run_config=_run_config(name, path, progress))
+                                        max_concurrent_trials=slots),
+            run_config=_run_config(name, path, progress, _closer(ctx)))
     tuner.fit()
     progress.close()
-    settle(ctx)
+    settle()
     unfinished = [g.key for g in groups if searcher.unfinished(g.key, g.budget)]
     if unfinished:  # Tune returns normally after Ctrl-C: the searches did not all run out
         raise KeyboardInterrupt(f"search interrupted ({', '.join(unfinished)} unfinished)")
@@ -127,11 +104,17 @@ def run_search(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path, *,
     return searcher
 
 
-def _run_config(name: str, path: str, progress: Progress) -> tune.RunConfig:
+def _closer(ctx: _trial.TrialContext) -> RunCloser:
+    budget = (ctx.spec.search.asha.max_epochs if ctx.phase == "search"
+              else ctx.spec.evaluation.max_epochs)
+    return RunCloser(ctx.tracking_uri, {ctx.phase: budget})
+
+
+def _run_config(name: str, path: str, progress: Progress, closer: RunCloser) -> tune.RunConfig:
     """One phase's Tune run: a trial restarts up to twice from its checkpoint; Tune keeps only
     a trial's latest checkpoint (the one it restarts from: every epoch's would take
     ``epochs × checkpoint size`` per trial, 11 GB for quick.yaml)."""
-    return tune.RunConfig(name=name, storage_path=path, verbose=0, callbacks=[progress],
+    return tune.RunConfig(name=name, storage_path=path, verbose=0, callbacks=[closer, progress],
                           failure_config=tune.FailureConfig(max_failures=2),
                           checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
 
@@ -188,10 +171,10 @@ def run_evaluation(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path,
         tuner = tune.Tuner(
             trainable, param_space={"cfg": tune.grid_search(items)},
             tune_config=tune.TuneConfig(reuse_actors=True),
-            run_config=_run_config(name, path, progress))
+            run_config=_run_config(name, path, progress, _closer(ctx)))
     grid = tuner.fit()
     progress.close()
-    settle(ctx)
+    settle()
     if grid.num_terminated + grid.num_errors < len(grid):  # Tune returns normally on Ctrl-C
         raise KeyboardInterrupt("evaluation interrupted")
     rows = []

@@ -118,7 +118,8 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
             if written != handed[0]:
                 handed[0] = written
                 checkpoint = tune.Checkpoint.from_directory(str(work))
-            tune.report({**numeric, "trial_done": False}, checkpoint=checkpoint)
+            tune.report({**numeric, "trial_done": False, "mlflow_run_id": run_id,
+                         "phase": ctx.phase}, checkpoint=checkpoint)
             return None
 
         try:
@@ -160,7 +161,8 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
         # no ``finally`` runs (each trial's folder holds checkpoints: tens to hundreds of MB)
         shutil.rmtree(work, ignore_errors=True)
         tune.report({**final, "epoch": result.epochs_run, "trial_done": True,
-                     "mlflow_run_id": run_id, "stop_reason": result.stop_reason})
+                     "mlflow_run_id": run_id, "phase": ctx.phase,
+                     "stop_reason": result.stop_reason})
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

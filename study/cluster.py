@@ -100,6 +100,12 @@ class ClusterConfig:
                 total[key] = total.get(key, 0.0) + value * self.max_count(name)
         return total
 
+    def reachable_nodes(self) -> list[dict[str, float]]:
+        """Each node the autoscaler can bring up (a node type repeated ``max_workers`` times),
+        with its declared resources: what the study's trial limit is sized from."""
+        return [dict(res) for name, res in self.node_resources().items()
+                for _ in range(self.max_count(name))]
+
     def project_mount(self) -> str:
         """The head's copy of this project: the ``file_mounts`` target whose source is the
         project folder (``~/tlstudy: .``)."""

@@ -73,6 +73,10 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
                  configure_logging=False, log_to_driver=False)
     check_resources(spec, resources if resources is not None else ray.cluster_resources())
+    from study._slots import live_nodes, trial_slots
+
+    # what the cluster can reach (an autoscaler's maximum), else the nodes up now
+    slots = trial_slots(spec, [resources] if resources is not None else live_nodes())
     if storage_path and "://" not in storage_path:  # a shared folder (NFS mount)
         storage_path = str(Path(storage_path).expanduser().resolve())
     storage = (f"{storage_path.rstrip('/')}/{spec.name}" if storage_path
@@ -116,7 +120,7 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
         searcher = _phases.run_search(spec, context("search"), study_dir, resume=resume,
                                       storage=storage, study_prefix=prefix,
                                       warm_start=restudy.warm_start if restudy else None,
-                                      seed_salt=salt, trials=trials)
+                                      seed_salt=salt, trials=trials, slots=slots)
         configs = _phases.best_configs(spec, searcher)
         rows = _phases.run_evaluation(spec, context("evaluate"), study_dir, configs,
                                       resume=resume, storage=storage)
