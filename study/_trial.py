@@ -37,12 +37,13 @@ from trainables.train import run_trial
 
 RUN_ID_FILE = "mlflow_run_id"
 SCRATCH_PREFIX = "tlstudy-trial-"  # + worker pid: a trial's local checkpoint folder
-RESERVED = ("variant", "split", "optuna_trial")
+RESERVED = ("phase", "variant", "split", "optuna_trial")
 
 
 @dataclass(frozen=True)
 class TrialContext:
-    """What every trial of a phase shares (sent once through Ray's object store)."""
+    """What every trial of a study shares (sent once through Ray's object store). ``phase``:
+    the default for configs that do not say theirs (``config["phase"]``)."""
 
     spec: StudySpec
     phase: Phase
@@ -59,10 +60,15 @@ def train_config(config: dict[str, Any], ctx: TrialContext) -> TrainConfig:
 
     CPU threads default to the CPUs the trial was given."""
     values = searched_values(config)
-    data = ctx.spec.trial_config(config["variant"], values, phase=ctx.phase)
+    data = ctx.spec.trial_config(config["variant"], values, phase=phase_of(config, ctx))
     if data.get("threads") is None:
         data["threads"] = max(1, int(ctx.spec.resources.cpus))
     return TrainConfig.from_dict(data)
+
+
+def phase_of(config: dict[str, Any], ctx: TrialContext) -> Phase:
+    """The trial's phase: its config's (one Tune run holds both), else the context's."""
+    return config.get("phase", ctx.phase)  # type: ignore[no-any-return]
 
 
 def searched_values(config: dict[str, Any]) -> dict[str, Any]:
@@ -76,7 +82,7 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
     from study import tracking
 
     config = config.get("cfg", config)
-
+    ctx = dataclasses.replace(ctx, phase=phase_of(config, ctx))
     cfg = train_config(config, ctx)
     split = ctx.splits[int(config["split"])]
     trial_id = tune.get_context().get_trial_id() or "local"

@@ -117,13 +117,10 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
                                    experiment_id=exp_id, parent_run_id=parent, tags=tags)
     status = "FAILED"
     try:
-        searcher = _phases.run_search(spec, context("search"), study_dir, resume=resume,
-                                      storage=storage, study_prefix=prefix,
-                                      warm_start=restudy.warm_start if restudy else None,
-                                      seed_salt=salt, trials=trials, slots=slots)
-        configs = _phases.best_configs(spec, searcher)
-        rows = _phases.run_evaluation(spec, context("evaluate"), study_dir, configs,
-                                      resume=resume, storage=storage)
+        _, rows = _phases.run_phases(spec, context("search"), study_dir, resume=resume,
+                                     storage=storage, study_prefix=prefix,
+                                     warm_start=restudy.warm_start if restudy else None,
+                                     seed_salt=salt, trials=trials, slots=slots)
         table = table1(rows)
         text = format_table1(table)
         if spec.search.mode == "shared":

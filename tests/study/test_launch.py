@@ -214,10 +214,12 @@ def test_tune_keeps_only_what_can_be_used_of_the_checkpoints(smoke_study):
     """A finished search's trial checkpoints are dropped (results are in MLflow); each
     evaluation trial keeps one checkpoint: its last, with the weights that were tested."""
     spec, study_dir, *_ = smoke_study
-    search = [d for d in (study_dir / "ray" / "search").iterdir() if d.is_dir()]
+    trials = [d for d in (study_dir / "ray" / "study").iterdir() if d.is_dir()]
+    phase = {d: json.loads((d / "params.json").read_text())["phase"] for d in trials}
+    search = [d for d in trials if phase[d] == "search"]
     assert len(search) == len(spec.variants) * spec.search.trials
     assert not [c for d in search for c in d.glob("checkpoint_*")]
-    evaluate = [d for d in (study_dir / "ray" / "evaluate").iterdir() if d.is_dir()]
+    evaluate = [d for d in trials if phase[d] == "evaluate"]
     assert len(evaluate) == len(spec.variants)
     for trial in evaluate:
         kept = list(trial.glob("checkpoint_*"))
