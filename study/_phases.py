@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,9 +45,16 @@ def _trainable(ctx: _trial.TrialContext) -> Any:
                                {"cpu": r.cpus, "gpu": r.gpus})
 
 
-def settle() -> None:
-    """After a phase: what ended workers left in this machine's temp folder goes. (Runs are
-    ended as their trials end, by the worker or by :class:`~study._run_closer.RunCloser`.)"""
+def settle(timeout_s: float = 10.0) -> None:
+    """After the Tune run: what its ended workers left in this machine's temp folder goes.
+
+    Tune has ended every trial actor when ``fit`` returns, but their processes may take a
+    moment to exit; a folder is removed only once its process is gone, so this waits for them
+    (bounded: a live trial of another study on this machine keeps its folder). Runs are not
+    waited for: they are ended as their trials end (:class:`~study._run_closer.RunCloser`)."""
+    deadline = time.monotonic() + timeout_s
+    while _trial.live_scratch() and time.monotonic() < deadline:
+        time.sleep(0.2)
     _trial.sweep_scratch()
 
 

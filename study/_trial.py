@@ -173,14 +173,26 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def live_scratch(root: Path | None = None) -> list[Path]:
+    """Scratch folders whose worker process is still alive."""
+    return [f for f, pid in _scratch(root) if pid is not None and pid_alive(pid)]
+
+
+def _scratch(root: Path | None) -> list[tuple[Path, int | None]]:
+    out = []
+    for folder in Path(root or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = folder.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        out.append((folder, int(pid) if pid.isdigit() else None))
+    return out
+
+
 def sweep_scratch(root: Path | None = None) -> list[Path]:
     """Remove the scratch folders of trials whose worker process is gone (killed, or ended by
     Tune while its trial waited in ``report``) from this machine's temp folder; returns them.
     Folders of live processes are left alone."""
     removed = []
-    for folder in Path(root or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
-        pid = folder.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not pid_alive(int(pid)):
+    for folder, pid in _scratch(root):
+        if pid is not None and not pid_alive(pid):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed

@@ -38,6 +38,7 @@ from study.tracking import child_runs, client_for
 from tests._disk import fill, small_disk
 from tests._procs import wait_for_output
 from tests._ray_nodes import run_cluster_script
+from study._phases import RUN_NAME
 from tests._tune import registered_checkpoint
 from tests.reliability._tally import tally
 from trainables.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint
@@ -92,7 +93,7 @@ class Injector(threading.Thread):
             f"attributes.status = 'RUNNING' and tags.phase = '{phase}'"))
         for run in runs:
             pid, trial = run.data.tags.get("worker_pid"), run.data.tags.get("trial")
-            dirs = list((self.storage / phase).glob(f"*_{trial}_*"))
+            dirs = list((self.storage / RUN_NAME).glob(f"*_{trial}_*"))
             if not pid or len(dirs) != 1 or registered_checkpoint(dirs[0]) is None:
                 continue
             if not _is_ray_worker(int(pid)):  # a stale tag: that worker is gone
@@ -263,7 +264,7 @@ def test_corrupted_checkpoint_fails_its_trial_clearly_and_the_study_goes_on(
     finally:
         injector.stop.set()
     assert injector.error is None and injector.done and corrupted, injector.done
-    trial_dir = tmp_path / "faults-corrupt" / "ray" / "evaluate" / injector.done[0][1]
+    trial_dir = tmp_path / "faults-corrupt" / "ray" / RUN_NAME / injector.done[0][1]
     tally["faults injected: checkpoint file corrupted (then worker killed)"] += 1
     with pytest.raises(CheckpointError, match="unreadable checkpoint"):
         load_checkpoint(corrupted[-1].parent)
@@ -313,7 +314,7 @@ def test_full_disk_while_persisting_a_checkpoint_falls_back_to_the_previous_one(
             injector.stop.set()
         assert injector.error is None and injector.done, injector.error
         tally["faults injected: disk full while a checkpoint is persisted"] += 1
-        trial_dir = disk / "evaluate" / injector.done[0][1]
+        trial_dir = disk / RUN_NAME / injector.done[0][1]
         error = (trial_dir / "error.txt").read_text()
         assert "No space left on device" in error, error[-2000:]
         runs = _check_runs(mlflow_client, spec, outcome)  # no epoch twice, none missing
@@ -406,7 +407,7 @@ NODE_LOSS = textwrap.dedent("""
             for r in runs:  # a trial that trains there and has a checkpoint Tune took in
                 if "phase" not in r.data.tags:  # the parent run
                     continue
-                trial_dirs = list((Path(a["runs"]) / a["study"] / "ray" / r.data.tags["phase"])
+                trial_dirs = list((Path(a["runs"]) / a["study"] / "ray" / "study")
                                   .glob(f"*_{r.data.tags['trial']}_*"))
                 if (r.data.tags.get("node_id") == worker.node_id and len(trial_dirs) == 1
                         and registered_checkpoint(trial_dirs[0]) is not None):
