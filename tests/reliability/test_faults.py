@@ -33,12 +33,12 @@ import pytest
 
 from search_spaces import load_spec
 from study._mlflow_proc import session_members
+from study._phases import RUN_NAME
 from study.server import ensure_server, stop_server
 from study.tracking import child_runs, client_for
 from tests._disk import fill, small_disk
 from tests._procs import wait_for_output
 from tests._ray_nodes import run_cluster_script
-from study._phases import RUN_NAME
 from tests._tune import registered_checkpoint
 from tests.reliability._tally import tally
 from trainables.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint
