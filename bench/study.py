@@ -7,9 +7,10 @@ before the first study), each under a fresh study name, then reads everything ba
 and the server's access log:
 
 * **slot-time in passes**: Σ ``epoch_time_s`` (training + validation passes of every epoch of
-  every trial) ÷ Σ trial run durations (the time a slot was held by a trial), and ÷ (slots ×
-  wall time of the phases, from the first trial's start to the last trial's end): the second
-  also counts idle slots (Tune's start, a one-slot tail);
+  every trial) ÷ Σ time each trial held its slot (its run's start to its end when its worker
+  finished it, else to its last report), and ÷ (slots × wall time of the trials, from the
+  first trial's start to the last run's end): the second also counts idle slots (Tune's
+  starts, a one-slot tail, waits at the end of a phase); slots = cores ÷ CPUs per trial;
 * **fixed cost per trial** and **per epoch**: a least-squares fit of each run's duration minus
   its passes against its epochs (intercept: start-up, MLflow run, final logging; slope:
   reporting and checkpointing per epoch);
@@ -57,6 +58,13 @@ def launch(space: str, study: str, runs_dir: Path, code: Path) -> float:
     return time.monotonic() - t0
 
 
+def local_slots(space: str) -> int:
+    """Trials at once on this machine (its cores ÷ the space's CPUs per trial)."""
+    from search_spaces import load_spec
+
+    return max(1, int((os.cpu_count() or 1) // load_spec(space).resources.cpus))
+
+
 def server_requests(log: Path, start_ms: int, end_ms: int) -> dict[str, int]:
     """Requests in the server's access log between two instants (1 s resolution)."""
     counts = {"all": 0, "log-batch": 0, "health": 0}
@@ -73,7 +81,7 @@ def server_requests(log: Path, start_ms: int, end_ms: int) -> dict[str, int]:
     return counts
 
 
-def analyse(tracking_uri: str, study: str, log: Path) -> dict:
+def analyse(tracking_uri: str, study: str, log: Path, slots: int) -> dict:
     from study import tracking
 
     client = tracking.client_for(tracking_uri)
@@ -84,19 +92,19 @@ def analyse(tracking_uri: str, study: str, log: Path) -> dict:
     runs = tracking.child_runs(client, exp.experiment_id, parent.info.run_id)
     rows = []
     for r in runs:
-        passes = [m.value for m in client.get_metric_history(r.info.run_id, "epoch_time_s")]
+        history = client.get_metric_history(r.info.run_id, "epoch_time_s")
+        passes = [m.value for m in history]
+        last = max([m.timestamp for m in history], default=r.info.start_time)
+        # a run its worker finished ends when the trial did; one ended by someone else (the
+        # driver, at once or at the study's end) is counted to its last report
+        end = r.info.end_time if r.info.status == "FINISHED" and r.info.end_time else last
         rows.append({"phase": r.data.tags.get("phase"), "start": r.info.start_time,
-                     "end": r.info.end_time or r.info.start_time, "epochs": len(passes),
-                     "passes_s": float(sum(passes))})
+                     "end": end, "epochs": len(passes), "passes_s": float(sum(passes))})
     held = sum((r["end"] - r["start"]) / 1000 for r in rows)
     passes = sum(r["passes_s"] for r in rows)
     epochs = sum(r["epochs"] for r in rows)
-    first, last = min(r["start"] for r in rows), max(r["end"] for r in rows)
-    edges = sorted([(r["start"], 1) for r in rows] + [(r["end"], -1) for r in rows])
-    running = slots = 0
-    for _, step in edges:
-        running += step
-        slots = max(slots, running)
+    first = min(r["start"] for r in rows)
+    last = max([r["end"] for r in rows] + [r.info.end_time or 0 for r in runs])
     x = np.array([r["epochs"] for r in rows], dtype=float)
     y = np.array([(r["end"] - r["start"]) / 1000 - r["passes_s"] for r in rows])
     per_epoch, fixed = np.polyfit(x, y, 1) if len(set(x)) > 1 else (0.0, float(y.mean()))
@@ -136,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
         study = f"bench-{space}-{int(time.time())}"
         print(f"{space}: running {study} ...", flush=True)
         wall = launch(space, study, runs_dir, args.code.resolve())
-        res = {"wall_s": wall, **analyse(info.url, study, info.log_path)}
+        res = {"wall_s": wall, **analyse(info.url, study, info.log_path, local_slots(space))}
         out["studies"][space] = res
         print(f"{space}: {res['trials']} trials, {res['trial_epochs']} trial-epochs, "
               f"{res['slots']} slots, {wall:.0f} s wall\n"
