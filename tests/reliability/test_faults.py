@@ -200,7 +200,7 @@ def test_killed_trial_workers_restart_from_checkpoint_with_identical_results(
     tally["faults injected: trial worker SIGKILLed mid-epoch"] += len(injector.done)
     runs = _check_runs(mlflow_client, spec, outcome)
     for phase, trial_dir, _ in injector.done:  # Tune saw the failure and restarted the trial
-        assert (tmp_path / "faults-kill" / "ray" / phase / trial_dir / "error.txt").is_file()
+        assert (tmp_path / "faults-kill" / "ray" / RUN_NAME / trial_dir / "error.txt").is_file()
     _assert_same_results(outcome, base)
     tally["faults survived: trial worker SIGKILLed mid-epoch"] += len(injector.done)
     tally["runs lost (kill test)"] += 0 if len(runs) else 1
@@ -407,7 +407,7 @@ NODE_LOSS = textwrap.dedent("""
             for r in runs:  # a trial that trains there and has a checkpoint Tune took in
                 if "phase" not in r.data.tags:  # the parent run
                     continue
-                trial_dirs = list((Path(a["runs"]) / a["study"] / "ray" / "study")
+                trial_dirs = list((Path(a["runs"]) / a["study"] / "ray" / RUN_NAME)
                                   .glob(f"*_{r.data.tags['trial']}_*"))
                 if (r.data.tags.get("node_id") == worker.node_id and len(trial_dirs) == 1
                         and registered_checkpoint(trial_dirs[0]) is not None):
