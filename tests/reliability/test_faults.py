@@ -199,7 +199,7 @@ def test_killed_trial_workers_restart_from_checkpoint_with_identical_results(
     assert [p for p, _, _ in injector.done] == ["search", "evaluate"], injector.done
     tally["faults injected: trial worker SIGKILLed mid-epoch"] += len(injector.done)
     runs = _check_runs(mlflow_client, spec, outcome)
-    for phase, trial_dir, _ in injector.done:  # Tune saw the failure and restarted the trial
+    for _phase, trial_dir, _ in injector.done:  # Tune saw the failure and restarted the trial
         assert (tmp_path / "faults-kill" / "ray" / RUN_NAME / trial_dir / "error.txt").is_file()
     _assert_same_results(outcome, base)
     tally["faults survived: trial worker SIGKILLed mid-epoch"] += len(injector.done)
