@@ -46,7 +46,8 @@ class DatasetSpec:
     """Where the lesions come from.
 
     Attributes:
-        format: loader (``bcdr``, ``mias``, ``manifest``); synthetic data is written in BCDR-F03's
+        format: loader (``bcdr``, ``mias``, ``manifest``, ``cbis-ddsm``, ``inbreast``); synthetic
+            data is written in BCDR-F03's
             layout and read back with ``bcdr``.
         path: dataset folder (absolute once loaded from a file). For synthetic data: where to
             write it, ``None`` = the launcher's default folder.
