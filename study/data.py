@@ -38,9 +38,9 @@ SYNTH_FORMATS = ("bcdr", "cbis-ddsm", "inbreast")
 
 
 def check(path: Path, fmt: str, roi: RoiConfig, cache_dir: Path | None,
-          options: LoadOptions = LoadOptions()) -> dict[str, object]:
+          options: LoadOptions | None = None) -> dict[str, object]:
     """Validate a dataset and summarise it; ``problems`` lists every problem found."""
-    dataset = load_dataset(path, fmt, strict=False, options=options)
+    dataset = load_dataset(path, fmt, strict=False, options=options or LoadOptions())
     report: dict[str, object] = {"path": str(path), "annotation_file": str(dataset.annotation_file),
                                  **dataset.summary(), "roi": asdict(roi), "roi_counts": None,
                                  "fingerprint": None,

@@ -6,9 +6,10 @@ same seed → the same lesions); they are rewritten the way each dataset is dist
 CBIS-DDSM (TCIA download, ``write_synthetic_cbis``)::
 
     out/mass_case_description_{train,test}_set.csv, calc_case_description_{train,test}_set.csv
-    out/CBIS-DDSM/Mass-Training_P_00001_LEFT_CC/<date-DDSM-n>/1.000000-full mammogram images-n/1-1.dcm
-    out/CBIS-DDSM/Mass-Training_P_00001_LEFT_CC_1/<date-DDSM-n>/1.000000-ROI mask images-n/1-1.dcm
-                                                                                     (and 1-2.dcm)
+    out/CBIS-DDSM/Mass-Training_P_00001_LEFT_CC/<date-DDSM-n>/
+        1.000000-full mammogram images-n/1-1.dcm
+    out/CBIS-DDSM/Mass-Training_P_00001_LEFT_CC_1/<date-DDSM-n>/
+        1.000000-ROI mask images-n/1-1.dcm (and 1-2.dcm)
 
 with the CSV paths written as TCIA's UID paths (``.../<StudyUID>/<SeriesUID>/000000.dcm``) that
 do not match the downloaded folders, the mask and crop of one abnormality in one series folder
@@ -116,11 +117,11 @@ def _header(mark: str, pid: str, what: str, seed: int, **kw: str) -> DicomHeader
 
 # ------------------------------------------------------------------------------------ CBIS-DDSM
 
-def write_synthetic_cbis(out: str | Path, config: SynthConfig = SynthConfig(), *,
+def write_synthetic_cbis(out: str | Path, config: SynthConfig | None = None, *,
                          test_fraction: float = 0.25, header_mark: str = "SYNTH") -> Path:
     """Write a CBIS-DDSM-layout dataset under ``out`` (returned). Patients are ``P_%05d``;
     about ``test_fraction`` of them are in the official test CSVs."""
-    out = Path(out)
+    out, config = Path(out), config or SynthConfig()
     rng = np.random.default_rng(config.seed + 17)
     with tempfile.TemporaryDirectory() as tmp:
         views = _bcdr_views(config, Path(tmp))
@@ -175,7 +176,8 @@ def write_synthetic_cbis(out: str | Path, config: SynthConfig = SynthConfig(), *
             if not v.mass:
                 descr = ["PLEOMORPHIC", "CLUSTERED"]
             rows.setdefault((kind.lower(), split), []).append([
-                pid, density, side, view, str(abn[key]), kind.lower() if v.mass else "calcification",
+                pid, density, side, view, str(abn[key]),
+                kind.lower() if v.mass else "calcification",
                 *descr, birads, pathology, str(int(rng.integers(1, 6))),
                 f"{case}/{study}/{series}/000000.dcm",
                 crop_path + ("\n" if n % 7 == 3 else ""), mask_path + ("\n" if n % 6 == 1 else ""),
@@ -197,11 +199,11 @@ BIRADS_BENIGN = ("2", "3")
 BIRADS_MALIGNANT = ("4a", "4b", "4c", "5", "6")
 
 
-def write_synthetic_inbreast(out: str | Path, config: SynthConfig = SynthConfig(), *,
+def write_synthetic_inbreast(out: str | Path, config: SynthConfig | None = None, *,
                              header_mark: str = "SYNTH") -> Path:
     """Write an INbreast-layout dataset under ``out`` (returned); masses only (the synthetic
     calcification clusters become ``Calcification`` ROIs of single points)."""
-    out = Path(out)
+    out, config = Path(out), config or SynthConfig()
     rng = np.random.default_rng(config.seed + 29)
     with tempfile.TemporaryDirectory() as tmp:
         views = _bcdr_views(config, Path(tmp))
