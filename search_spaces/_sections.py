@@ -6,6 +6,7 @@ paper's protocol; ``tests/search_spaces`` checks that they agree.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -140,7 +141,7 @@ class SplitSpec:
     test_fraction: float = 0.2
     val_fraction: float = 0.2
     seed: int = 0
-    mode: str = "patient"
+    mode: str = "patient"  # "official": the dataset's published train/test split (CBIS-DDSM)
     scheme: str = "repeated"
 
 
@@ -155,6 +156,11 @@ def parse_splits(top: Section) -> SplitSpec:
         mode=s.string("mode", d.mode, choices=SPLIT_MODES),
         scheme=s.string("scheme", d.scheme, choices=SPLIT_SCHEMES),
     )
+    if out.mode == "official":  # the dataset's own train/test partition: one outer split
+        if s.has("n_splits") and out.n_splits != 1:
+            raise s.error("n_splits", f"mode: official is the dataset's one published train/"
+                                      f"test split: n_splits must be 1, got {out.n_splits}")
+        out = dataclasses.replace(out, n_splits=1)  # test_fraction, scheme: not used
     if out.scheme == "kfold" and out.n_splits * out.test_fraction > 1.0 + 1e-9:
         raise s.error("scheme", f"kfold needs n_splits × test_fraction <= 1 (disjoint test "
                                 f"parts), got {out.n_splits} × {out.test_fraction:g}")

@@ -308,10 +308,15 @@ def spec_from_dict(data: Any, *, source: str = "<dict>", base_dir: Path | None =
             raise SpecError(source, f"search.params.{p.name}", f"{p.name} is also set in "
                             f"train.{p.name}; keep one of them", declared.get(p.name))
     weights = top.string("weights", None, nullable=True)
+    dataset = parse_dataset(top, base_dir)
+    if splits.mode == "official" and dataset.format != "cbis-ddsm":
+        raise SpecError(source, "splits.mode", f"official needs a dataset that publishes its "
+                        f"train/test split (cbis-ddsm); dataset.format is {dataset.format}",
+                        None)
     return StudySpec(
         name=name,
         description=description,
-        dataset=parse_dataset(top, base_dir),
+        dataset=dataset,
         roi=parse_roi(top),
         splits=splits,
         backbone=_parse_backbone(top, known_backbones),

@@ -6,6 +6,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from search_spaces import StudySpec
 from trainables._roiset import RoiSet
 from trainables.datasets import load_dataset
@@ -42,7 +44,14 @@ def prepare_data(spec: StudySpec, root: Path) -> StudyData:
     roi = RoiConfig(size=spec.roi.size, large=spec.roi.large, pad=spec.roi.pad)  # type: ignore[arg-type]
     rois, summary = extract_rois(loaded, roi, cache_dir=root / "cache" / "rois")
     s = spec.splits
-    splits = make_splits(rois, SplitConfig(n_splits=s.n_splits, test_fraction=s.test_fraction,
-                                           val_fraction=s.val_fraction, seed=s.seed,
-                                           mode=s.mode, scheme=s.scheme))  # type: ignore[arg-type]
+    if s.mode == "official":  # the dataset's published train/test split (records ↔ ROIs: 1:1)
+        from trainables.official_split import official_split
+
+        splits = [official_split(rois.labels, rois.patients,
+                                 np.array([r.subset for r in loaded.records], dtype=object),
+                                 val_fraction=s.val_fraction, seed=s.seed)]
+    else:
+        splits = make_splits(rois, SplitConfig(
+            n_splits=s.n_splits, test_fraction=s.test_fraction, val_fraction=s.val_fraction,
+            seed=s.seed, mode=s.mode, scheme=s.scheme))  # type: ignore[arg-type]
     return StudyData(rois, summary, tuple(splits), Path(path), loaded.summary())

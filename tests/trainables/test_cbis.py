@@ -188,3 +188,27 @@ def test_no_csv_or_no_images_is_a_clear_error(tmp_path):
         "patient_id,left or right breast\n")
     problems = _problems(tmp_path)
     assert problems and "no CBIS-DDSM case folders" in problems[0].reason
+
+
+def test_official_split_keeps_the_published_test_set(cbis):
+    from trainables.official_split import official_split
+
+    loaded = load_dataset(cbis, "cbis-ddsm")
+    recs = loaded.records
+    labels = np.array([int(r.label) for r in recs])
+    patients = np.array([r.patient for r in recs], dtype=object)
+    subsets = np.array([r.subset for r in recs], dtype=object)
+    split = official_split(labels, patients, subsets, val_fraction=0.3, seed=0)
+    assert set(split.test) == {i for i, r in enumerate(recs) if r.subset == "test"}
+    assert set(split.trainval) == {i for i, r in enumerate(recs) if r.subset == "train"}
+    assert len(split.val) > 0 and len(split.train) > 0
+    parts = [set(patients[p]) for p in (split.train, split.val, split.test)]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    again = official_split(labels, patients, subsets, val_fraction=0.3, seed=0)
+    assert again.fingerprint == split.fingerprint
+    leaky = subsets.copy()
+    leaky[np.flatnonzero(subsets == "train")[0]] = "test"  # one view of a train patient
+    with pytest.raises(DatasetError, match="in both the official train and test"):
+        official_split(labels, patients, leaky)
+    with pytest.raises(DatasetError, match="only cbis-ddsm publishes"):
+        official_split(labels, patients, np.array([None] * len(recs), dtype=object))
