@@ -212,3 +212,21 @@ def test_official_split_keeps_the_published_test_set(cbis):
         official_split(labels, patients, leaky)
     with pytest.raises(DatasetError, match="only cbis-ddsm publishes"):
         official_split(labels, patients, np.array([None] * len(recs), dtype=object))
+
+
+def test_the_jpeg_conversion_reads_like_the_dicom_download(cbis, tmp_path):
+    """``jpeg/<uid>/1-1.jpg`` + ``csv/dicom_info.csv``: same records, lossy masks tolerated."""
+    from trainables.datasets.synthetic_native import write_synthetic_cbis_jpeg
+
+    root = write_synthetic_cbis_jpeg(tmp_path / "kaggle", SMALL)
+    assert not list(root.rglob("*.dcm")) and list(root.glob("jpeg/*/1-1.jpg"))
+    jpeg = load_dataset(root, "cbis-ddsm")
+    dicom = load_dataset(cbis, "cbis-ddsm")
+    key = lambda r: (r.patient, r.lesion)  # noqa: E731
+    assert sorted(map(key, jpeg.records)) == sorted(map(key, dicom.records))
+    boxes = {key(r): np.array(r.bbox()) for r in dicom.records}
+    for rec in jpeg.records:  # JPEG ringing moves a mask's edge by a pixel at most
+        assert np.abs(np.array(rec.bbox()) - boxes[key(rec)]).max() <= 2
+        assert rec.image.suffix == ".jpg"
+    rois, _ = extract_rois(jpeg, RoiConfig(size=32))
+    assert rois.images.dtype == np.uint8 and len(rois) == len(jpeg.records)

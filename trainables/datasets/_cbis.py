@@ -36,16 +36,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
+from trainables.datasets._cbis_files import CASE_RE, image_size, index_cases, mask_bbox, pixels
 from trainables.datasets._common import check_classes, check_duplicates, read_csv_rows
-from trainables.datasets._dicom import dicom_size, read_dicom
 from trainables.datasets._problems import ProblemLog
 from trainables.records import DatasetError, Label, Laterality, LesionRecord, SourceRef, View
 
 CSV_RE = re.compile(r"^(mass|calc)_case_description_(train|test)_set\.csv$", re.IGNORECASE)
-CASE_RE = re.compile(r"^(Mass|Calc)-(Training|Test)_(P_\d+)_(LEFT|RIGHT)_(CC|MLO)(?:_(\d+))?$",
-                     re.IGNORECASE)
 REQUIRED = {"patient id", "left or right breast", "image view", "abnormality id", "pathology",
             "image file path", "cropped image file path", "roi mask file path"}
 PATHOLOGY = {"MALIGNANT": Label.MALIGNANT, "BENIGN": Label.BENIGN,
@@ -111,7 +107,7 @@ def load_cbis(path: Path | str, log: ProblemLog,
     if not csvs:
         raise DatasetError("no mass_case_description_*_set.csv (calcifications are off)",
                            file=path)
-    cases = _index_cases(csvs[0].parent, path)
+    cases, _info = index_cases(csvs[0].parent, path)
     if not cases:
         log.add(csvs[0], None, None, "no CBIS-DDSM case folders (Mass-Training_P_00001_LEFT_CC, "
                 "...) found in CBIS-DDSM/ next to the CSVs")
@@ -129,21 +125,6 @@ def load_cbis(path: Path | str, log: ProblemLog,
     check_duplicates(records, log, "abnormality id")
     check_classes(records, csvs[0], log, "pathology")
     return records
-
-
-def _index_cases(csv_dir: Path, given: Path) -> dict[str, list[Path]]:
-    """Case folder name (upper case) → its DICOM files, wherever the case folders sit."""
-    given = given if given.is_dir() else given.parent
-    candidates = [csv_dir / "CBIS-DDSM", csv_dir, given / "CBIS-DDSM", given,
-                  csv_dir.parent / "CBIS-DDSM", csv_dir.parent]
-    for folder in dict.fromkeys(candidates):
-        if not folder.is_dir():
-            continue
-        cases = {d.name.upper(): sorted(d.rglob("*.dcm")) for d in folder.iterdir()
-                 if d.is_dir() and CASE_RE.match(d.name)}
-        if cases:
-            return cases
-    return {}
 
 
 def _case_name(value: str) -> str:
@@ -224,7 +205,7 @@ def _full_image(case: str, cases: dict[str, list[Path]],
             out = f"case folder {case} holds {len(files)} DICOM files; expected one mammogram"
         else:
             try:
-                out = (files[0], dicom_size(files[0]))
+                out = (files[0], image_size(files[0]))
             except DatasetError as exc:
                 out = f"{files[0]}: {exc.reason}"
     cache[case] = out
@@ -233,40 +214,37 @@ def _full_image(case: str, cases: dict[str, list[Path]],
 
 def _mask_bbox(roi_cases: set[str], cases: dict[str, list[Path]],
                size: tuple[int, int]) -> tuple[int, int, int, int] | str:
-    """Bounding box ``(x0, y0, x1, y1)`` of the abnormality's mask, found by content."""
+    """Bounding box ``(x0, y0, x1, y1)`` of the abnormality's mask, found by size and content
+    (whichever CSV column named it)."""
     files = sorted({f for c in roi_cases for f in cases.get(c, [])})
     if not files:
-        return f"no ROI case folder {' / '.join(sorted(roi_cases))} with a DICOM file"
+        return f"no ROI case folder {' / '.join(sorted(roi_cases))} with an image file"
     sized, wrong = [], []
     for f in files:
         try:
-            (sized if dicom_size(f) == size else wrong).append(f)
+            (sized if image_size(f) == size else wrong).append(f)
         except DatasetError as exc:
             return f"{f}: {exc.reason}"
-    masks = []
+    boxes = []
     for f in sized:
         try:
-            pixels = read_dicom(f)
+            box = mask_bbox(pixels(f))
         except DatasetError as exc:
             return f"{f}: {exc.reason}"
-        values = np.unique(pixels[:: max(1, pixels.shape[0] // 512)])
-        if len(values) <= 2 and values.max(initial=0) > 0:
-            full_values = np.unique(pixels)
-            if len(full_values) <= 2:
-                masks.append(pixels)
-    if len(masks) > 1:
-        return f"{len(masks)} binary images of the mammogram's size in {sorted(roi_cases)}; " \
-               "expected one ROI mask"
-    if not masks:
-        if any(_is_binary(f) for f in wrong):
+        if box is not None:
+            boxes.append(box)
+    if len(boxes) > 1:
+        return (f"{len(boxes)} mask-like images of the mammogram's size in {sorted(roi_cases)}; "
+                "expected one ROI mask")
+    if not boxes:
+        if any(_is_mask(f) for f in wrong):
             return "skip:ROI mask size differs from its mammogram"
-        return f"no binary ROI mask among the {len(files)} DICOM file(s) of {sorted(roi_cases)}"
-    ys, xs = np.nonzero(masks[0])
-    return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+        return f"no binary ROI mask among the {len(files)} image file(s) of {sorted(roi_cases)}"
+    return boxes[0]
 
 
-def _is_binary(path: Path) -> bool:
+def _is_mask(path: Path) -> bool:
     try:
-        return len(np.unique(read_dicom(path))) <= 2
+        return mask_bbox(pixels(path)) is not None
     except DatasetError:
         return False

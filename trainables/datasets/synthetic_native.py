@@ -252,3 +252,35 @@ def _write_xml(path: Path, lesions: list[_View], shape: tuple[int, ...]) -> None
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as fh:
         plistlib.dump(doc, fh, fmt=plistlib.FMT_XML)
+
+
+def write_synthetic_cbis_jpeg(out: str | Path, config: SynthConfig | None = None) -> Path:
+    """The CBIS-DDSM dataset of :func:`write_synthetic_cbis` as the widely shared JPEG
+    conversion: ``out/csv/`` (the four case CSVs + ``dicom_info.csv``) and
+    ``out/jpeg/<SeriesInstanceUID>/1-<n>.jpg`` (8-bit, lossy: masks become near-binary)."""
+    import pydicom
+
+    out = Path(out)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = write_synthetic_cbis(Path(tmp) / "cbis", config)
+        (out / "csv").mkdir(parents=True, exist_ok=True)
+        for p in src.glob("*_case_description_*_set.csv"):
+            (out / "csv" / p.name).write_bytes(p.read_bytes())
+        info = [["file_path", "image_path", "PatientID", "SeriesDescription",
+                 "SeriesInstanceUID", "Rows", "Columns"]]
+        for n, dcm in enumerate(sorted((src / "CBIS-DDSM").rglob("*.dcm"))):
+            case = dcm.relative_to(src / "CBIS-DDSM").parts[0]
+            series = _uid(str(dcm.parent.relative_to(src)))
+            ds = pydicom.dcmread(dcm)
+            px = ds.pixel_array
+            px8 = (px >> 8).astype(np.uint8) if px.dtype == np.uint16 else px.astype(np.uint8)
+            rel = Path("jpeg") / series / dcm.with_suffix(".jpg").name
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(px8).save(out / rel, quality=90)
+            what = "" if n % 4 == 3 else str(ds.get("SeriesDescription", ""))  # empty at times
+            info.append([f"CBIS-DDSM/dicom/{n}.dcm", f"CBIS-DDSM/{rel.as_posix()}", case, what,
+                         series, str(px.shape[0]), str(px.shape[1])])
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(info)
+    (out / "csv" / "dicom_info.csv").write_text(buf.getvalue())
+    return out
