@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -24,7 +25,7 @@ from ._names import (
     SYNTH_FIELDS,
 )
 from ._params import ParamSpec, parse_params
-from ._reader import Section, check_number, describe
+from ._reader import Section, check_number, describe, join
 
 
 def names(cls: type) -> tuple[str, ...]:
@@ -266,12 +267,61 @@ class EvaluationSpec:
 
     max_epochs: int
     early_stopping_patience: int | None = 15
+    external: tuple[ExternalSpec, ...] = ()
+
+    def to_dict(self, *, redact: bool = False) -> dict[str, Any]:
+        """File shape; ``external`` only when declared (older specs keep their fingerprint)."""
+        out: dict[str, Any] = {"max_epochs": self.max_epochs,
+                               "early_stopping_patience": self.early_stopping_patience}
+        if self.external:
+            out["external"] = [e.to_dict(redact=redact) for e in self.external]
+        return out
 
 
-def parse_evaluation(top: Section) -> EvaluationSpec:
-    s = top.section("evaluation", names(EvaluationSpec))
+@dataclass(frozen=True)
+class ExternalSpec:
+    """An external validation set: every evaluation run also tests its best-validation weights
+    once on it (same ROI protocol). ``name`` names its metrics and artifacts."""
+
+    name: str
+    path: Path
+    format: str
+
+    def to_dict(self, *, redact: bool = False) -> dict[str, Any]:
+        return {"name": self.name, "path": "<redacted>" if redact else str(self.path),
+                "format": self.format}
+
+
+_EXTERNAL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+
+def parse_evaluation(top: Section, base_dir: Path | None = None) -> EvaluationSpec:
+    s = top.section("evaluation", (*names(EvaluationSpec),))
     return EvaluationSpec(s.integer("max_epochs", min=1),
-                          s.integer("early_stopping_patience", 15, min=1, nullable=True))
+                          s.integer("early_stopping_patience", 15, min=1, nullable=True),
+                          _external(s, base_dir))
+
+
+def _external(s: Section, base_dir: Path | None) -> tuple[ExternalSpec, ...]:
+    items = s.raw("external", [])
+    if items is None:
+        return ()
+    if not isinstance(items, (list, tuple)):
+        raise s.error("external", f"expected a list of {{name, path, format}}, got "
+                                  f"{describe(items)}")
+    out: list[ExternalSpec] = []
+    for i, item in enumerate(items):
+        e = Section(s.source, item, join(s.key("external"), i), ("name", "path", "format"),
+                    line=s.lines.get("external"))
+        name = e.string("name")
+        if not _EXTERNAL_NAME.match(name):
+            raise e.error("name", f"{name!r}: use 1–32 lower-case letters, digits, '_' or '-' "
+                                  "(it names metrics and artifacts)")
+        if name in {o.name for o in out}:
+            raise e.error("name", f"{name!r} is declared twice")
+        out.append(ExternalSpec(name, resolve_path(e.string("path"), base_dir),
+                                e.string("format", choices=DATASET_FORMATS)))
+    return tuple(out)
 
 
 @dataclass(frozen=True)

@@ -197,7 +197,7 @@ class StudySpec:
             "pretrained": self.pretrained,
             "weights": None if self.weights is None else str(self.weights),
             "variants": list(self.variants), "search": self.search.to_dict(),
-            "evaluation": dataclasses.asdict(self.evaluation), "train": self.train.to_dict(),
+            "evaluation": self.evaluation.to_dict(), "train": self.train.to_dict(),
             "resources": dataclasses.asdict(self.resources),
         }
 
@@ -211,6 +211,7 @@ class StudySpec:
         out = self.to_dict()
         if out["dataset"].get("path") is not None:
             out["dataset"]["path"] = REDACTED
+        out["evaluation"] = self.evaluation.to_dict(redact=True)  # external sets' paths too
         return out
 
     def flat_dict(self) -> dict[str, Any]:
@@ -325,7 +326,7 @@ def spec_from_dict(data: Any, *, source: str = "<dict>", base_dir: Path | None =
         weights=None if weights is None else resolve_path(weights, base_dir),
         variants=variants,
         search=search,
-        evaluation=parse_evaluation(top),
+        evaluation=parse_evaluation(top, base_dir),
         train=train,
         resources=parse_resources(top),
         source=source,
