@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from search_spaces import StudySpec
+from study._restudy import data_fingerprint
 from trainables._roiset import RoiSet
 from trainables.datasets import load_dataset
+from trainables.records import DatasetError
 from trainables.rois import RoiConfig, RoiSummary, extract_rois
 from trainables.splits import Split, SplitConfig, make_splits
 
@@ -24,6 +26,14 @@ class StudyData:
     splits: tuple[Split, ...]
     dataset_path: Path
     counts: dict[str, object]
+    #: ``evaluation.external`` sets by name, ROIs cut with the study's own ROI settings
+    external: dict[str, RoiSet] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        """What a re-study compares: the ROI set's fingerprint, and the external sets'."""
+        return data_fingerprint(self.rois.fingerprint,
+                                {n: r.fingerprint for n, r in self.external.items()})
 
 
 def prepare_data(spec: StudySpec, root: Path) -> StudyData:
@@ -54,4 +64,15 @@ def prepare_data(spec: StudySpec, root: Path) -> StudyData:
         splits = make_splits(rois, SplitConfig(
             n_splits=s.n_splits, test_fraction=s.test_fraction, val_fraction=s.val_fraction,
             seed=s.seed, mode=s.mode, scheme=s.scheme))  # type: ignore[arg-type]
-    return StudyData(rois, summary, tuple(splits), Path(path), loaded.summary())
+    external = {e.name: _external_rois(e.path, e.format, roi, root)
+                for e in spec.evaluation.external}
+    return StudyData(rois, summary, tuple(splits), Path(path), loaded.summary(), external)
+
+
+def _external_rois(path: Path, fmt: str, roi: RoiConfig, root: Path) -> RoiSet:
+    """An external validation set, loaded strictly and cut like the study's own ROIs."""
+    loaded = load_dataset(path, fmt)
+    rois, _ = extract_rois(loaded, roi, cache_dir=root / "cache" / "rois")
+    if len(set(rois.labels.tolist())) < 2:
+        raise DatasetError("an external validation set needs both classes", file=path)
+    return rois
