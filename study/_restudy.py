@@ -107,12 +107,15 @@ class Restudy:
 
 _PATH = re.compile(r"(?:[A-Za-z]:)?(?:~|\.{1,2})?(?:[\\/][^\s'\",:;()\[\]]+)+")
 _IMAGE = re.compile(r"[^\s'\",:;()\[\]/\\]+\.(?:tiff?|pgm|png|jpe?g|dcm|bmp)\b", re.I)
+# CBIS-DDSM case folders and patient ids (Mass-Training_P_00001_LEFT_CC_1, P_00001)
+_PATIENT = re.compile(r"\b(?:(?:Mass|Calc)-(?:Training|Test)_)?P_\d+\w*", re.I)
 
 
 def failure_reason(text: str, limit: int = 500) -> str:
     """An error message fit for an MLflow tag: paths and image file names (which can carry
-    patient ids) replaced by ``<path>`` / ``<file>``; the full message stays in the local log."""
-    return _IMAGE.sub("<file>", _PATH.sub("<path>", text))[:limit]
+    patient ids) replaced by ``<path>`` / ``<file>``, CBIS-DDSM case folders and patient ids by
+    ``<patient>``; the full message stays in the local log."""
+    return _PATIENT.sub("<patient>", _IMAGE.sub("<file>", _PATH.sub("<path>", text)))[:limit]
 
 
 # ----------------------------------------------------------------------------- reading MLflow

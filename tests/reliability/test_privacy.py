@@ -189,3 +189,29 @@ def test_mlflow_params_and_public_spec_carry_no_dataset_path(tmp_path):
     assert spec.public_dict()["dataset"]["path"] == "<redacted>"
     assert not [k for k, v in spec.flat_dict().items() if FOLDER_MARK in str(v)]
     assert load_spec("smoke").public_dict() == load_spec("smoke").to_dict()  # synthetic: no path
+
+
+def test_failure_reasons_from_the_dicom_loaders_carry_no_patient_or_file(tmp_path):
+    """A scheduled re-study whose data cannot be read logs ``failure_reason`` to MLflow."""
+    from study._restudy import failure_reason
+    from trainables.datasets import load_dataset
+    from trainables.datasets.synthetic_native import write_synthetic_cbis, write_synthetic_inbreast
+    from trainables.records import DatasetError
+
+    config = SynthConfig(patients=3, seed=1, width=160, height=240, radius_range=(4.0, 8.0))
+    cbis = write_synthetic_cbis(tmp_path / f"{FOLDER_MARK}-cbis", config)
+    for d in (cbis / "CBIS-DDSM").iterdir():  # every case folder gone: one problem per row
+        if d.name.endswith("_CC"):
+            import shutil
+
+            shutil.rmtree(d)
+    inb = write_synthetic_inbreast(tmp_path / f"{FOLDER_MARK}-inb", config)
+    for p in sorted((inb / "AllDICOMs").glob("*.dcm"))[:2]:
+        p.write_bytes(b"broken")
+    for path, fmt in ((cbis, "cbis-ddsm"), (inb, "inbreast")):
+        with pytest.raises(DatasetError) as err:
+            load_dataset(path, fmt)
+        text = failure_reason(f"data: {err.value}", limit=100_000)
+        hashes = {p.name.split("_")[1] for p in (inb / "AllDICOMs").glob("*.dcm")}
+        assert FOLDER_MARK not in text and "P_0" not in text, text
+        assert not any(h in text for h in hashes), text
