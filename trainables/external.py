@@ -45,7 +45,7 @@ class ExternalResult:
         return {f"external_{name}_acc": self.acc, f"external_{name}_auc": self.auc,
                 f"external_{name}_loss": self.loss}
 
-    def predictions(self) -> dict[str, list]:
+    def predictions(self) -> dict[str, object]:
         """Column form, as logged: ``sample_id``, ``lesion_id``, ``p_malignant``, ``label``."""
         ids = list(self.probs)
         return {"sample_id": ids, "lesion_id": [self.lesion_ids[s] for s in ids],

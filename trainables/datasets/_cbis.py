@@ -219,7 +219,8 @@ def _mask_bbox(roi_cases: set[str], cases: dict[str, list[Path]],
     files = sorted({f for c in roi_cases for f in cases.get(c, [])})
     if not files:
         return f"no ROI case folder {' / '.join(sorted(roi_cases))} with an image file"
-    sized, wrong = [], []
+    sized: list[Path] = []
+    wrong: list[Path] = []
     for f in files:
         try:
             (sized if image_size(f) == size else wrong).append(f)
