@@ -55,11 +55,14 @@ class DatasetSpec:
             write it, ``None`` = the launcher's default folder.
         synthetic: ``SynthConfig`` keyword arguments as sorted ``(name, value)`` pairs, or
             ``None`` for a real dataset.
+        options: loader choices as sorted ``(name, value)`` pairs, written next to ``format``
+            in the file: ``calcifications`` (cbis-ddsm), ``birads_malignant_from`` (inbreast).
     """
 
     format: str
     path: Path | None = None
     synthetic: tuple[tuple[str, Any], ...] | None = None
+    options: tuple[tuple[str, Any], ...] = ()
 
     @property
     def is_synthetic(self) -> bool:
@@ -75,11 +78,38 @@ class DatasetSpec:
         if self.synthetic is not None:
             out["synthetic"] = {k: list(v) if isinstance(v, tuple) else v
                                 for k, v in self.synthetic}
+        out.update(self.options)
         return out
 
 
+#: loader options a study file may set, per format: name -> (format, allowed values or None)
+LOADER_OPTIONS: dict[str, tuple[str, tuple[str, ...] | None]] = {
+    "calcifications": ("cbis-ddsm", None),
+    "birads_malignant_from": ("inbreast", ("3", "4a", "4b", "4c", "5", "6")),
+}
+
+
+def parse_loader_options(s: Section, fmt: str) -> tuple[tuple[str, Any], ...]:
+    """The loader options present in section ``s``, checked against ``fmt``."""
+    out: list[tuple[str, Any]] = []
+    for name, (owner, allowed) in LOADER_OPTIONS.items():
+        if not s.has(name):
+            continue
+        if fmt != owner:
+            raise s.error(name, f"only used with format: {owner} (this dataset is {fmt})")
+        if allowed is None:
+            out.append((name, s.boolean(name)))
+        else:
+            value = str(s.raw(name)).strip().lower()
+            if value not in allowed:
+                raise s.error(name, f"expected one of {list(allowed)}, got "
+                                    f"{describe(s.raw(name))}")
+            out.append((name, value))
+    return tuple(sorted(out))
+
+
 def parse_dataset(top: Section, base_dir: Path | None) -> DatasetSpec:
-    s = top.section("dataset", ("format", "path", "synthetic"))
+    s = top.section("dataset", ("format", "path", "synthetic", *LOADER_OPTIONS))
     if s.has("synthetic"):
         fmt = s.string("format", "bcdr", choices=("bcdr",))
         path = s.string("path", None, nullable=True)
@@ -91,7 +121,8 @@ def parse_dataset(top: Section, base_dir: Path | None) -> DatasetSpec:
         path = s.string("path")
         fmt = s.string("format", choices=DATASET_FORMATS)
         synth = None
-    return DatasetSpec(fmt, None if path is None else resolve_path(path, base_dir), synth)
+    return DatasetSpec(fmt, None if path is None else resolve_path(path, base_dir), synth,
+                       parse_loader_options(s, fmt))
 
 
 def _synthetic(s: Section) -> tuple[tuple[str, Any], ...]:
@@ -286,10 +317,11 @@ class ExternalSpec:
     name: str
     path: Path
     format: str
+    options: tuple[tuple[str, Any], ...] = ()  # as DatasetSpec.options
 
     def to_dict(self, *, redact: bool = False) -> dict[str, Any]:
         return {"name": self.name, "path": "<redacted>" if redact else str(self.path),
-                "format": self.format}
+                "format": self.format, **dict(self.options)}
 
 
 _EXTERNAL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
@@ -311,16 +343,17 @@ def _external(s: Section, base_dir: Path | None) -> tuple[ExternalSpec, ...]:
                                   f"{describe(items)}")
     out: list[ExternalSpec] = []
     for i, item in enumerate(items):
-        e = Section(s.source, item, join(s.key("external"), i), ("name", "path", "format"),
-                    line=s.lines.get("external"))
+        e = Section(s.source, item, join(s.key("external"), i),
+                    ("name", "path", "format", *LOADER_OPTIONS), line=s.lines.get("external"))
         name = e.string("name")
         if not _EXTERNAL_NAME.match(name):
             raise e.error("name", f"{name!r}: use 1–32 lower-case letters, digits, '_' or '-' "
                                   "(it names metrics and artifacts)")
         if name in {o.name for o in out}:
             raise e.error("name", f"{name!r} is declared twice")
-        out.append(ExternalSpec(name, resolve_path(e.string("path"), base_dir),
-                                e.string("format", choices=DATASET_FORMATS)))
+        fmt = e.string("format", choices=DATASET_FORMATS)
+        out.append(ExternalSpec(name, resolve_path(e.string("path"), base_dir), fmt,
+                                parse_loader_options(e, fmt)))
     return tuple(out)
 
 

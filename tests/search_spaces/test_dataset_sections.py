@@ -68,3 +68,40 @@ def test_bad_external_sets_are_named(external, key, reason):
     with pytest.raises(SpecError, match=reason) as err:
         spec_from_dict(_with_external(external))
     assert err.value.key == key
+
+
+# ------------------------------------------------------------------ loader options
+
+
+def test_loader_options_round_trip_for_their_format():
+    data = _smoke()
+    data["dataset"] = {"path": "/data/INbreast", "format": "inbreast",
+                       "birads_malignant_from": "4B"}
+    data["evaluation"]["external"] = [{"name": "cbis", "path": "/data/CBIS",
+                                       "format": "cbis-ddsm", "calcifications": True}]
+    spec = spec_from_dict(data)
+    assert spec.dataset.options == (("birads_malignant_from", "4b"),)
+    assert spec.evaluation.external[0].options == (("calcifications", True),)
+    assert spec_from_dict(spec.to_dict()) == spec
+    assert "birads_malignant_from" not in load_spec("smoke").to_dict()["dataset"]
+
+    from study._data import load_options
+
+    opts = load_options(spec.dataset.options)
+    assert opts.inbreast.birads_malignant_from == "4b" and not opts.cbis.calcifications
+
+
+@pytest.mark.parametrize("dataset,key,reason", [
+    ({"path": "/d", "format": "bcdr", "calcifications": True}, "dataset.calcifications",
+     "only used with format: cbis-ddsm"),
+    ({"path": "/d", "format": "inbreast", "birads_malignant_from": 7},
+     "dataset.birads_malignant_from", "expected one of"),
+    ({"path": "/d", "format": "cbis-ddsm", "calcifications": "yes"}, "dataset.calcifications",
+     ""),
+])
+def test_bad_loader_options_are_named(dataset, key, reason):
+    data = _smoke()
+    data["dataset"] = dataset
+    with pytest.raises(SpecError, match=reason or None) as err:
+        spec_from_dict(data)
+    assert err.value.key == key
