@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dashboards import comparisons, plots, restudy, roc, search_view, tables
+from dashboards import comparisons, external, plots, restudy, roc, search_view, tables
 from dashboards._load import StudyRuns
 from dashboards.formats import write_table
 
@@ -40,6 +40,7 @@ CAPTIONS = {
                   "search trials, read from MLflow).",
     "compute": "Compute per variant and phase; ASHA saved = what running every pruned trial "
                "to the search budget would have added (upper bound).",
+    "external": external.CAPTION,
 }
 FIGURES = ("roc", "reliability", "search_progress", "importance", "fted_lambda_lr",
            "compute")

@@ -16,10 +16,11 @@ PAPER_VARIANTS: tuple[str, ...] = ("RI", "FE", "1FT", "2FT", "3FT", "AllFT", "FT
 _KINDS = ("RI", "FE", "AllFT", "FTED")
 _KFT = re.compile(r"^(\d+)FT$", re.IGNORECASE)
 
-DATASET_FORMATS: tuple[str, ...] = ("bcdr", "mias", "manifest")  # trainables.datasets.FORMATS
+DATASET_FORMATS: tuple[str, ...] = ("bcdr", "mias", "manifest", "cbis-ddsm",
+                                    "inbreast")  # trainables.datasets.FORMATS
 ROI_LARGE: tuple[str, ...] = ("resize", "crop")
 ROI_PAD: tuple[str, ...] = ("zero", "edge", "reflect", "shift")
-SPLIT_MODES: tuple[str, ...] = ("patient", "image")
+SPLIT_MODES: tuple[str, ...] = ("patient", "image", "official")  # official: CBIS-DDSM's own
 SPLIT_SCHEMES: tuple[str, ...] = ("repeated", "kfold")
 SEARCH_MODES: tuple[str, ...] = ("nested", "shared")
 ROLES: tuple[str, ...] = ("scientific", "nuisance", "fixed")

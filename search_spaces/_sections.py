@@ -6,7 +6,9 @@ paper's protocol; ``tests/search_spaces`` checks that they agree.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -23,7 +25,7 @@ from ._names import (
     SYNTH_FIELDS,
 )
 from ._params import ParamSpec, parse_params
-from ._reader import Section, check_number, describe
+from ._reader import Section, check_number, describe, join
 
 
 def names(cls: type) -> tuple[str, ...]:
@@ -46,17 +48,21 @@ class DatasetSpec:
     """Where the lesions come from.
 
     Attributes:
-        format: loader (``bcdr``, ``mias``, ``manifest``); synthetic data is written in BCDR-F03's
+        format: loader (``bcdr``, ``mias``, ``manifest``, ``cbis-ddsm``, ``inbreast``); synthetic
+            data is written in BCDR-F03's
             layout and read back with ``bcdr``.
         path: dataset folder (absolute once loaded from a file). For synthetic data: where to
             write it, ``None`` = the launcher's default folder.
         synthetic: ``SynthConfig`` keyword arguments as sorted ``(name, value)`` pairs, or
             ``None`` for a real dataset.
+        options: loader choices as sorted ``(name, value)`` pairs, written next to ``format``
+            in the file: ``calcifications`` (cbis-ddsm), ``birads_malignant_from`` (inbreast).
     """
 
     format: str
     path: Path | None = None
     synthetic: tuple[tuple[str, Any], ...] | None = None
+    options: tuple[tuple[str, Any], ...] = ()
 
     @property
     def is_synthetic(self) -> bool:
@@ -72,11 +78,38 @@ class DatasetSpec:
         if self.synthetic is not None:
             out["synthetic"] = {k: list(v) if isinstance(v, tuple) else v
                                 for k, v in self.synthetic}
+        out.update(self.options)
         return out
 
 
+#: loader options a study file may set, per format: name -> (format, allowed values or None)
+LOADER_OPTIONS: dict[str, tuple[str, tuple[str, ...] | None]] = {
+    "calcifications": ("cbis-ddsm", None),
+    "birads_malignant_from": ("inbreast", ("3", "4a", "4b", "4c", "5", "6")),
+}
+
+
+def parse_loader_options(s: Section, fmt: str) -> tuple[tuple[str, Any], ...]:
+    """The loader options present in section ``s``, checked against ``fmt``."""
+    out: list[tuple[str, Any]] = []
+    for name, (owner, allowed) in LOADER_OPTIONS.items():
+        if not s.has(name):
+            continue
+        if fmt != owner:
+            raise s.error(name, f"only used with format: {owner} (this dataset is {fmt})")
+        if allowed is None:
+            out.append((name, s.boolean(name)))
+        else:
+            value = str(s.raw(name)).strip().lower()
+            if value not in allowed:
+                raise s.error(name, f"expected one of {list(allowed)}, got "
+                                    f"{describe(s.raw(name))}")
+            out.append((name, value))
+    return tuple(sorted(out))
+
+
 def parse_dataset(top: Section, base_dir: Path | None) -> DatasetSpec:
-    s = top.section("dataset", ("format", "path", "synthetic"))
+    s = top.section("dataset", ("format", "path", "synthetic", *LOADER_OPTIONS))
     if s.has("synthetic"):
         fmt = s.string("format", "bcdr", choices=("bcdr",))
         path = s.string("path", None, nullable=True)
@@ -88,7 +121,8 @@ def parse_dataset(top: Section, base_dir: Path | None) -> DatasetSpec:
         path = s.string("path")
         fmt = s.string("format", choices=DATASET_FORMATS)
         synth = None
-    return DatasetSpec(fmt, None if path is None else resolve_path(path, base_dir), synth)
+    return DatasetSpec(fmt, None if path is None else resolve_path(path, base_dir), synth,
+                       parse_loader_options(s, fmt))
 
 
 def _synthetic(s: Section) -> tuple[tuple[str, Any], ...]:
@@ -139,7 +173,7 @@ class SplitSpec:
     test_fraction: float = 0.2
     val_fraction: float = 0.2
     seed: int = 0
-    mode: str = "patient"
+    mode: str = "patient"  # "official": the dataset's published train/test split (CBIS-DDSM)
     scheme: str = "repeated"
 
 
@@ -154,6 +188,11 @@ def parse_splits(top: Section) -> SplitSpec:
         mode=s.string("mode", d.mode, choices=SPLIT_MODES),
         scheme=s.string("scheme", d.scheme, choices=SPLIT_SCHEMES),
     )
+    if out.mode == "official":  # the dataset's own train/test partition: one outer split
+        if s.has("n_splits") and out.n_splits != 1:
+            raise s.error("n_splits", f"mode: official is the dataset's one published train/"
+                                      f"test split: n_splits must be 1, got {out.n_splits}")
+        out = dataclasses.replace(out, n_splits=1)  # test_fraction, scheme: not used
     if out.scheme == "kfold" and out.n_splits * out.test_fraction > 1.0 + 1e-9:
         raise s.error("scheme", f"kfold needs n_splits × test_fraction <= 1 (disjoint test "
                                 f"parts), got {out.n_splits} × {out.test_fraction:g}")
@@ -268,12 +307,63 @@ class EvaluationSpec:
 
     max_epochs: int
     early_stopping_patience: int | None = 15
+    external: tuple[ExternalSpec, ...] = ()
+
+    def to_dict(self, *, redact: bool = False) -> dict[str, Any]:
+        """File shape; ``external`` only when declared (older specs keep their fingerprint)."""
+        out: dict[str, Any] = {"max_epochs": self.max_epochs,
+                               "early_stopping_patience": self.early_stopping_patience}
+        if self.external:
+            out["external"] = [e.to_dict(redact=redact) for e in self.external]
+        return out
 
 
-def parse_evaluation(top: Section) -> EvaluationSpec:
-    s = top.section("evaluation", names(EvaluationSpec))
+@dataclass(frozen=True)
+class ExternalSpec:
+    """An external validation set: every evaluation run also tests its best-validation weights
+    once on it (same ROI protocol). ``name`` names its metrics and artifacts."""
+
+    name: str
+    path: Path
+    format: str
+    options: tuple[tuple[str, Any], ...] = ()  # as DatasetSpec.options
+
+    def to_dict(self, *, redact: bool = False) -> dict[str, Any]:
+        return {"name": self.name, "path": "<redacted>" if redact else str(self.path),
+                "format": self.format, **dict(self.options)}
+
+
+_EXTERNAL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+
+def parse_evaluation(top: Section, base_dir: Path | None = None) -> EvaluationSpec:
+    s = top.section("evaluation", (*names(EvaluationSpec),))
     return EvaluationSpec(s.integer("max_epochs", min=1),
-                          s.integer("early_stopping_patience", 15, min=1, nullable=True))
+                          s.integer("early_stopping_patience", 15, min=1, nullable=True),
+                          _external(s, base_dir))
+
+
+def _external(s: Section, base_dir: Path | None) -> tuple[ExternalSpec, ...]:
+    items = s.raw("external", [])
+    if items is None:
+        return ()
+    if not isinstance(items, (list, tuple)):
+        raise s.error("external", f"expected a list of {{name, path, format}}, got "
+                                  f"{describe(items)}")
+    out: list[ExternalSpec] = []
+    for i, item in enumerate(items):
+        e = Section(s.source, item, join(s.key("external"), i),
+                    ("name", "path", "format", *LOADER_OPTIONS), line=s.lines.get("external"))
+        name = e.string("name")
+        if not _EXTERNAL_NAME.match(name):
+            raise e.error("name", f"{name!r}: use 1–32 lower-case letters, digits, '_' or '-' "
+                                  "(it names metrics and artifacts)")
+        if name in {o.name for o in out}:
+            raise e.error("name", f"{name!r} is declared twice")
+        fmt = e.string("format", choices=DATASET_FORMATS)
+        out.append(ExternalSpec(name, resolve_path(e.string("path"), base_dir), fmt,
+                                parse_loader_options(e, fmt)))
+    return tuple(out)
 
 
 @dataclass(frozen=True)

@@ -199,7 +199,7 @@ class StudySpec:
             "pretrained": self.pretrained,
             "weights": None if self.weights is None else str(self.weights),
             "variants": list(self.variants), "search": self.search.to_dict(),
-            "evaluation": dataclasses.asdict(self.evaluation), "train": self.train.to_dict(),
+            "evaluation": self.evaluation.to_dict(), "train": self.train.to_dict(),
             "resources": dataclasses.asdict(self.resources),
         }
 
@@ -213,6 +213,7 @@ class StudySpec:
         out = self.to_dict()
         if out["dataset"].get("path") is not None:
             out["dataset"]["path"] = REDACTED
+        out["evaluation"] = self.evaluation.to_dict(redact=True)  # external sets' paths too
         return out
 
     def flat_dict(self) -> dict[str, Any]:
@@ -310,10 +311,15 @@ def spec_from_dict(data: Any, *, source: str = "<dict>", base_dir: Path | None =
             raise SpecError(source, f"search.params.{p.name}", f"{p.name} is also set in "
                             f"train.{p.name}; keep one of them", declared.get(p.name))
     weights = top.string("weights", None, nullable=True)
+    dataset = parse_dataset(top, base_dir)
+    if splits.mode == "official" and dataset.format != "cbis-ddsm":
+        raise SpecError(source, "splits.mode", f"official needs a dataset that publishes its "
+                        f"train/test split (cbis-ddsm); dataset.format is {dataset.format}",
+                        None)
     return StudySpec(
         name=name,
         description=description,
-        dataset=parse_dataset(top, base_dir),
+        dataset=dataset,
         roi=parse_roi(top),
         splits=splits,
         backbone=_parse_backbone(top, known_backbones),
@@ -322,7 +328,7 @@ def spec_from_dict(data: Any, *, source: str = "<dict>", base_dir: Path | None =
         weights=None if weights is None else resolve_path(weights, base_dir),
         variants=variants,
         search=search,
-        evaluation=parse_evaluation(top),
+        evaluation=parse_evaluation(top, base_dir),
         train=train,
         resources=parse_resources(top),
         source=source,

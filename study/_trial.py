@@ -53,6 +53,7 @@ class TrialContext:
     experiment_id: str
     parent_run_id: str
     tags: dict[str, str]            # data/split fingerprints, versions, ... for child runs
+    external: dict[str, RoiSet] = dataclasses.field(default_factory=dict)  # evaluate phase
 
 
 def train_config(config: dict[str, Any], ctx: TrialContext) -> TrainConfig:
@@ -130,7 +131,7 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
 
         try:
             result = run_trial(cfg, ctx.rois, split, reporter=reporter, checkpoint_dir=work,
-                               phase=ctx.phase)
+                               phase=ctx.phase, external=ctx.external or None)
         except SystemExit:
             # Tune ends a trial its scheduler stopped (ASHA) with sys.exit(0) inside report(),
             # after it saw the epoch; stopped at its last epoch it had its whole budget.
@@ -148,6 +149,9 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
             logger.finish("FAILED")  # Tune may restart it: then RUNNING again, same run
             raise
         final = _final_metrics(result)
+        for name, ext in (result.external or {}).items():  # external validation sets
+            final.update(ext.metrics(name))
+            logger.artifact_json(f"external_{name}_predictions.json", ext.predictions())
         logger.metrics(result.epochs_run, final)
         logger.tags({"stop_reason": result.stop_reason})
         logger.artifact_json("lr_table.json", result.lr_table)

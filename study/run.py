@@ -114,7 +114,8 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
     def context(phase: str) -> _trial.TrialContext:
         return _trial.TrialContext(spec=spec, phase=phase, rois=data.rois,  # type: ignore[arg-type]
                                    splits=data.splits, tracking_uri=tracking_uri,
-                                   experiment_id=exp_id, parent_run_id=parent, tags=tags)
+                                   experiment_id=exp_id, parent_run_id=parent, tags=tags,
+                                   external=data.external if phase == "evaluate" else {})
     status = "FAILED"
     try:
         _, rows = _phases.run_phases(spec, context("search"), study_dir, resume=resume,
@@ -188,6 +189,8 @@ def run_tags(spec: StudySpec, data: StudyData) -> dict[str, str]:
         "torch": torch.__version__, "ray": ray.__version__, "optuna": optuna.__version__,
         "mlflow": mlflow.__version__,
         "device": "cuda" if spec.resources.gpus > 0 else f"cpu ({platform.processor() or 'cpu'})",
+        **{f"external_fingerprint.{name}": rois.fingerprint
+           for name, rois in data.external.items()},
     }
     return tags
 

@@ -103,6 +103,7 @@ class TrialResult:
     test_probs: dict[str, float] | None = None
     test_labels: dict[str, int] | None = None
     checkpoint_dir: Path | None = field(default=None)
+    external: dict[str, Any] | None = None  # name -> trainables.external.ExternalResult
 
     def final_metrics(self) -> dict[str, float]:
         """The scalar end-of-trial metrics (test ones only when present), for logging."""
@@ -174,7 +175,8 @@ def _check_resumable(saved: dict[str, Any], config: TrainConfig, identity: dict[
 
 def run_trial(config: TrainConfig, rois: RoiSet, split: Split, *,
               reporter: Reporter | None = None, checkpoint_dir: Path | str,
-              phase: Phase = "search") -> TrialResult:
+              phase: Phase = "search",
+              external: dict[str, RoiSet] | None = None) -> TrialResult:
     """Train one configuration on one split; see the module docstring.
 
     Args:
@@ -195,6 +197,8 @@ def run_trial(config: TrainConfig, rois: RoiSet, split: Split, *,
         checkpoint_dir: where the checkpoint goes; if it already holds one of this trial, the
             trial resumes from it (a finished trial goes straight to its final evaluation).
         phase: ``"search"`` or ``"evaluate"``.
+        external: evaluate phase only: named external validation sets, each tested once with
+            the same best-validation weights after the test pass (``TrialResult.external``).
 
     Raises:
         ValueError: bad phase, a split that does not fit ``rois`` or leaks, or a checkpoint in
@@ -270,6 +274,12 @@ def run_trial(config: TrainConfig, rois: RoiSet, split: Split, *,
         _restore_best(state, config, directory)
         if phase == "evaluate":
             test = _evaluate_test(state.model, rois, split, config, settings, device)
+            if external:
+                from trainables.external import evaluate_external
+
+                test["external"] = {name: evaluate_external(
+                    state.model, ext, batch_size=config.eval_batch, settings=settings,
+                    device=device) for name, ext in external.items()}
     best = next((h for h in state.history if h["epoch"] == state.stopper.best_epoch), None)
     return TrialResult(
         phase=phase, stop_reason=stop_reason, epochs_run=state.epoch,
