@@ -131,7 +131,8 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
 
         try:
             result = run_trial(cfg, ctx.rois, split, reporter=reporter, checkpoint_dir=work,
-                               phase=ctx.phase, external=ctx.external or None)
+                               phase=ctx.phase,
+                               external=(ctx.external or None) if ctx.phase == "evaluate" else None)
         except SystemExit:
             # Tune ends a trial its scheduler stopped (ASHA) with sys.exit(0) inside report(),
             # after it saw the epoch; stopped at its last epoch it had its whole budget.

@@ -111,11 +111,11 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
         logger = tracking.RunLogger(client, parent)
     echo(f"MLflow: {tracking_uri}/#/experiments/{exp_id}/runs/{parent}")
 
-    def context(phase: str) -> _trial.TrialContext:
+    def context(phase: str) -> _trial.TrialContext:  # external sets: evaluation trials only
         return _trial.TrialContext(spec=spec, phase=phase, rois=data.rois,  # type: ignore[arg-type]
                                    splits=data.splits, tracking_uri=tracking_uri,
                                    experiment_id=exp_id, parent_run_id=parent, tags=tags,
-                                   external=data.external if phase == "evaluate" else {})
+                                   external=data.external)
     status = "FAILED"
     try:
         _, rows = _phases.run_phases(spec, context("search"), study_dir, resume=resume,
