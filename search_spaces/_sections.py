@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from ._errors import SpecError
 from ._names import (
+    ANALYSIS_UNITS,
+    BALANCES,
     DATASET_FORMATS,
     METRICS,
     ROI_LARGE,
@@ -21,6 +23,7 @@ from ._names import (
     SPLIT_MODES,
     SPLIT_SCHEMES,
     SYNTH_FIELDS,
+    canonical_variant,
 )
 from ._params import ParamSpec, parse_params
 from ._reader import Section, check_number, describe
@@ -52,11 +55,15 @@ class DatasetSpec:
             write it, ``None`` = the launcher's default folder.
         synthetic: ``SynthConfig`` keyword arguments as sorted ``(name, value)`` pairs, or
             ``None`` for a real dataset.
+        balance: ``none`` (every lesion) or ``undersample`` (as many benign as malignant
+            lesions, each with all its views, drawn with ``splits.seed``; the paper used a
+            balanced 300 + 300 subset): ``trainables.balance``.
     """
 
     format: str
     path: Path | None = None
     synthetic: tuple[tuple[str, Any], ...] | None = None
+    balance: str = "none"
 
     @property
     def is_synthetic(self) -> bool:
@@ -72,11 +79,14 @@ class DatasetSpec:
         if self.synthetic is not None:
             out["synthetic"] = {k: list(v) if isinstance(v, tuple) else v
                                 for k, v in self.synthetic}
+        if self.balance != "none":  # absent = none: older specs keep their fingerprint
+            out["balance"] = self.balance
         return out
 
 
 def parse_dataset(top: Section, base_dir: Path | None) -> DatasetSpec:
-    s = top.section("dataset", ("format", "path", "synthetic"))
+    s = top.section("dataset", ("format", "path", "synthetic", "balance"))
+    balance = s.string("balance", "none", choices=BALANCES)
     if s.has("synthetic"):
         fmt = s.string("format", "bcdr", choices=("bcdr",))
         path = s.string("path", None, nullable=True)
@@ -88,7 +98,8 @@ def parse_dataset(top: Section, base_dir: Path | None) -> DatasetSpec:
         path = s.string("path")
         fmt = s.string("format", choices=DATASET_FORMATS)
         synth = None
-    return DatasetSpec(fmt, None if path is None else resolve_path(path, base_dir), synth)
+    return DatasetSpec(fmt, None if path is None else resolve_path(path, base_dir), synth,
+                       balance)
 
 
 def _synthetic(s: Section) -> tuple[tuple[str, Any], ...]:
@@ -133,14 +144,23 @@ def parse_roi(top: Section) -> RoiSpec:
 
 @dataclass(frozen=True)
 class SplitSpec:
-    """``trainables.splits.SplitConfig``: outer splits (paper 5 × 80/20) + inner validation."""
+    """``trainables.splits.SplitConfig``: outer splits + inner validation. Default: 5-fold
+    patient-grouped, class-stratified k-fold (disjoint test folds), ``repeats`` times;
+    ``scheme: repeated`` is the paper's repeated 80/20 hold-out (``test_fraction`` is only
+    used there: a k-fold test fold is ``1 / n_splits``)."""
 
     n_splits: int = 5
     test_fraction: float = 0.2
     val_fraction: float = 0.2
     seed: int = 0
     mode: str = "patient"
-    scheme: str = "repeated"
+    scheme: str = "kfold"
+    repeats: int = 1
+
+    @property
+    def total(self) -> int:
+        """Outer splits the study runs: ``n_splits × repeats`` (k-fold), else ``n_splits``."""
+        return self.n_splits * self.repeats if self.scheme == "kfold" else self.n_splits
 
 
 def parse_splits(top: Section) -> SplitSpec:
@@ -153,10 +173,14 @@ def parse_splits(top: Section) -> SplitSpec:
         seed=s.integer("seed", d.seed, min=0),
         mode=s.string("mode", d.mode, choices=SPLIT_MODES),
         scheme=s.string("scheme", d.scheme, choices=SPLIT_SCHEMES),
+        repeats=s.integer("repeats", d.repeats, min=1),
     )
-    if out.scheme == "kfold" and out.n_splits * out.test_fraction > 1.0 + 1e-9:
-        raise s.error("scheme", f"kfold needs n_splits × test_fraction <= 1 (disjoint test "
-                                f"parts), got {out.n_splits} × {out.test_fraction:g}")
+    if out.scheme == "kfold" and out.n_splits < 2:
+        raise s.error("n_splits", f"kfold needs at least 2 folds, got {out.n_splits} (one "
+                                  "hold-out split: scheme: repeated)")
+    if out.repeats > 1 and out.scheme != "kfold":
+        raise s.error("repeats", "repeats > 1 needs scheme: kfold (repeated hold-out: raise "
+                                 "n_splits instead)")
     return out
 
 
@@ -259,12 +283,64 @@ class EvaluationSpec:
 
     max_epochs: int
     early_stopping_patience: int | None = 15
+    seeds: int = 1
+
+    def seed_list(self, base: int) -> list[int]:
+        """The training seeds of each split's evaluation: ``base, base + 1, …`` (``seeds``)."""
+        return [base + i for i in range(self.seeds)]
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"max_epochs": self.max_epochs,
+                               "early_stopping_patience": self.early_stopping_patience}
+        if self.seeds != 1:  # absent = 1: older specs keep their fingerprint
+            out["seeds"] = self.seeds
+        return out
 
 
 def parse_evaluation(top: Section) -> EvaluationSpec:
     s = top.section("evaluation", names(EvaluationSpec))
     return EvaluationSpec(s.integer("max_epochs", min=1),
-                          s.integer("early_stopping_patience", 15, min=1, nullable=True))
+                          s.integer("early_stopping_patience", 15, min=1, nullable=True),
+                          s.integer("seeds", 1, min=1))
+
+
+# --------------------------------------------------------------------------- analysis, compare
+
+
+@dataclass(frozen=True)
+class AnalysisSpec:
+    """How the report counts: ``unit`` = ``lesion`` (default: a lesion's views combined by
+    their mean P(malignant) before any metric; bootstraps resample lesions), ``patient``
+    (a patient's views of one class combined; bootstraps resample patients) or ``view`` (every
+    view a case; bootstraps still resample lesions)."""
+
+    unit: str = "lesion"
+
+
+def parse_analysis(top: Section) -> AnalysisSpec:
+    s = top.section("analysis", names(AnalysisSpec), required=False)
+    return AnalysisSpec(s.string("unit", AnalysisSpec.unit, choices=ANALYSIS_UNITS))
+
+
+@dataclass(frozen=True)
+class CompareSpec:
+    """Pre-declared comparisons: every variant against ``reference`` (default FTED when it is
+    among the variants, else the last variant listed); never chosen on test results."""
+
+    reference: str
+
+
+def parse_compare(top: Section, variants: tuple[str, ...]) -> CompareSpec:
+    s = top.section("compare", names(CompareSpec), required=False)
+    default = "FTED" if "FTED" in variants else variants[-1]
+    text = s.string("reference", default)
+    try:
+        ref = canonical_variant(text)
+    except ValueError as e:
+        raise s.error("reference", str(e)) from None
+    if ref not in variants:
+        raise s.error("reference", f"{ref} is not among the variants ({', '.join(variants)})")
+    return CompareSpec(ref)
 
 
 @dataclass(frozen=True)
@@ -346,7 +422,8 @@ def parse_resources(top: Section) -> ResourceSpec:
 
 
 __all__ = [
-    "AshaSpec", "DatasetSpec", "EvaluationSpec", "ResourceSpec", "RoiSpec", "SearchSpec",
-    "SplitSpec", "TrainSpec", "parse_dataset", "parse_evaluation", "parse_resources",
-    "parse_roi", "parse_search", "parse_splits", "parse_train", "resolve_path",
+    "AnalysisSpec", "AshaSpec", "CompareSpec", "DatasetSpec", "EvaluationSpec", "ResourceSpec",
+    "RoiSpec", "SearchSpec", "SplitSpec", "TrainSpec", "parse_analysis", "parse_compare",
+    "parse_dataset", "parse_evaluation", "parse_resources", "parse_roi", "parse_search",
+    "parse_splits", "parse_train", "resolve_path",
 ]

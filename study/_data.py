@@ -8,6 +8,7 @@ from pathlib import Path
 
 from search_spaces import StudySpec
 from trainables._roiset import RoiSet
+from trainables.balance import balance_rois
 from trainables.datasets import load_dataset
 from trainables.rois import RoiConfig, RoiSummary, extract_rois
 from trainables.splits import Split, SplitConfig, make_splits
@@ -42,7 +43,9 @@ def prepare_data(spec: StudySpec, root: Path) -> StudyData:
     roi = RoiConfig(size=spec.roi.size, large=spec.roi.large, pad=spec.roi.pad)  # type: ignore[arg-type]
     rois, summary = extract_rois(loaded, roi, cache_dir=root / "cache" / "rois")
     s = spec.splits
+    rois = balance_rois(rois, ds.balance, s.seed)  # type: ignore[arg-type]
     splits = make_splits(rois, SplitConfig(n_splits=s.n_splits, test_fraction=s.test_fraction,
                                            val_fraction=s.val_fraction, seed=s.seed,
-                                           mode=s.mode, scheme=s.scheme))  # type: ignore[arg-type]
+                                           mode=s.mode, scheme=s.scheme,  # type: ignore[arg-type]
+                                           repeats=s.repeats))
     return StudyData(rois, summary, tuple(splits), Path(path), loaded.summary())

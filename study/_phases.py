@@ -155,7 +155,7 @@ def best_configs(spec: StudySpec, searcher: GroupedOptunaSearcher) -> dict[tuple
     shared split's best (shared), or the fixed values alone when nothing is searched."""
     out: dict[tuple[str, int], dict] = {}
     for v in spec.variants:
-        for k in range(spec.splits.n_splits):
+        for k in range(spec.splits.total):
             if not spec.params_for(v):
                 out[(v, k)] = {}
                 continue
@@ -166,6 +166,16 @@ def best_configs(spec: StudySpec, searcher: GroupedOptunaSearcher) -> dict[tuple
                 continue
             out[(v, k)] = best
     return out
+
+
+def evaluation_items(spec: StudySpec, configs: dict[tuple[str, int], dict]) -> list[dict]:
+    """The evaluation grid: one item per (variant, split) configuration and training seed
+    (``evaluation.seeds`` of them: ``train.seed``, ``train.seed + 1``, …), each a dict with
+    ``variant``, ``split``, ``seed`` and the configuration's values. The trial trains with the
+    item's ``seed`` (``study._trial.train_config``)."""
+    seeds = spec.evaluation.seed_list(spec.train.seed)
+    return [{"variant": v, "split": k, "seed": seed, **values}
+            for (v, k), values in configs.items() for seed in seeds]
 
 
 def run_evaluation(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path,
