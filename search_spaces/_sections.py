@@ -278,7 +278,9 @@ class EvaluationSpec:
     """Phase 2: each split's best configuration retrained on train+val, tested once.
 
     ``max_epochs``: the full budget (paper 90); ``early_stopping_patience``: epochs without a
-    lower inner-validation loss before stopping (paper 15; ``None`` = off).
+    lower inner-validation loss before stopping (paper 15; ``None`` = off); ``seeds``: training
+    seeds per split's best configuration (``train.seed``, ``+1``, …): the report's std then
+    separates splits from initialisation.
     """
 
     max_epochs: int
