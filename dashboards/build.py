@@ -118,14 +118,21 @@ def analysis_notes(runs: StudyRuns) -> list[str]:
               "overlap between splits" if design.overlapping else
               "the paired t-test over disjoint folds")
     ref = units.declared_reference(runs.spec, list(runs.variants))
-    return [
+    missing_ref = ([f"the declared reference {ref} has no finished evaluation with test "
+                    "predictions: no DeLong or paired comparisons (none is made against "
+                    "another variant instead)."]
+                   if ref is not None and ref not in set(runs.predictions["variant"]) else [])
+    return [*missing_ref,
         f"unit of analysis: {what}.",
         "every accuracy, AUC, operating point and Brier score is the mean over runs "
         f"(splits × seeds: {runs.n_splits} split(s) × {seeds} seed(s)); its 95% CI is a "
         "cluster bootstrap of that same mean.",
         f"folds: {folds}; comparisons over splits use {t_test}.",
-        f"reference of every comparison: {ref} (declared in the space file, compare.reference;"
-        " not chosen on test results).",
+        f"reference of every comparison: {ref} ("
+        + ("declared in the space file, compare.reference"
+           if ((runs.spec or {}).get("compare") or {}).get("reference") else
+           "the default: FTED when studied, else the last variant listed")
+        + "; not chosen on test results).",
         "thresholds (Youden, 90% sensitivity/specificity) are chosen on each run's validation "
         "cases and applied to its test cases; accuracy uses P(malignant) >= 0.5.",
     ]
