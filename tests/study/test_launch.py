@@ -74,7 +74,8 @@ def test_smoke_study_logs_every_trial_to_mlflow(smoke_study, mlflow_client):
         assert len(pred["cluster"]) == len(pred["patient"]) == len(pred["sample_id"])
         assert all(c.startswith("l") for c in pred["cluster"])  # anonymous lesion ids
         assert len(set(pred["cluster"])) < len(pred["sample_id"])  # views share their lesion
-        assert "val_youden_threshold" in r.data.metrics
+        # at the validation Youden threshold (+inf, unlogged, when validation shows no skill)
+        assert {"test_sensitivity", "test_specificity"} <= r.data.metrics.keys()
     assert list(outcome.table["variant"]) == list(spec.variants)
     assert any(line.startswith("Table 1") for line in lines)
 
