@@ -12,6 +12,7 @@ import numpy as np
 from search_spaces import StudySpec
 from study._restudy import data_fingerprint
 from trainables._roiset import RoiSet
+from trainables.balance import balance_index, balance_rois
 from trainables.datasets import CbisOptions, InbreastOptions, LoadOptions, load_dataset
 from trainables.records import DatasetError
 from trainables.rois import RoiConfig, RoiSummary, extract_rois
@@ -55,16 +56,21 @@ def prepare_data(spec: StudySpec, root: Path) -> StudyData:
     roi = RoiConfig(size=spec.roi.size, large=spec.roi.large, pad=spec.roi.pad)  # type: ignore[arg-type]
     rois, summary = extract_rois(loaded, roi, cache_dir=root / "cache" / "rois")
     s = spec.splits
-    if s.mode == "official":  # the dataset's published train/test split (records ↔ ROIs: 1:1)
+    subsets = np.array([getattr(r, "subset", None) for r in loaded.records], dtype=object)
+    if ds.balance != "none" and s.mode == "official":  # records ↔ ROIs stay 1:1 below
+        kept = balance_index(rois.labels, rois.lesions, ds.balance, s.seed)  # type: ignore[arg-type]
+        subsets = subsets[kept]
+    rois = balance_rois(rois, ds.balance, s.seed)  # type: ignore[arg-type]
+    if s.mode == "official":  # the dataset's published train/test split
         from trainables.official_split import official_split
 
-        splits = [official_split(rois.labels, rois.patients,
-                                 np.array([r.subset for r in loaded.records], dtype=object),
+        splits = [official_split(rois.labels, rois.patients, subsets,
                                  val_fraction=s.val_fraction, seed=s.seed)]
     else:
         splits = make_splits(rois, SplitConfig(
             n_splits=s.n_splits, test_fraction=s.test_fraction, val_fraction=s.val_fraction,
-            seed=s.seed, mode=s.mode, scheme=s.scheme))  # type: ignore[arg-type]
+            seed=s.seed, mode=s.mode, scheme=s.scheme,  # type: ignore[arg-type]
+            repeats=s.repeats))
     external = {e.name: _external_rois(e.path, e.format, roi, root, e.options)
                 for e in spec.evaluation.external}
     return StudyData(rois, summary, tuple(splits), Path(path), loaded.summary(), external)

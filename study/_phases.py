@@ -16,7 +16,7 @@ from ray import tune
 from search_spaces import ParamSpec, StudySpec
 from study import _trial
 from study._grouped import METRIC, MODE, Group, GroupedASHA, GroupedOptunaSearcher
-from study._overlap import EvalItems, StudySearcher, one_item
+from study._overlap import EvalItems, StudySearcher
 from study._progress import PhaseProgress, Progress
 from study._run_closer import RunCloser
 
@@ -70,7 +70,7 @@ def evaluation_plan(spec: StudySpec) -> dict[tuple[str, int], str | None]:
     takes: its own (nested), the shared split's (shared), or ``None`` (nothing searched)."""
     plan: dict[tuple[str, int], str | None] = {}
     for v in spec.variants:
-        for k in range(spec.splits.n_splits):
+        for k in range(spec.splits.total):
             if not spec.params_for(v):
                 plan[(v, k)] = None
             else:
@@ -83,7 +83,7 @@ def run_phases(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path, *, re
                storage: str | None = None, study_prefix: str | None = None,
                warm_start: dict[str, list[dict[str, Any]]] | None = None,
                seed_salt: str = "", trials: int | None = None, slots: int = 1,
-               items: EvalItems = one_item) -> tuple[GroupedOptunaSearcher, list[dict]]:
+               items: EvalItems | None = None) -> tuple[GroupedOptunaSearcher, list[dict]]:
     """Search every group and evaluate each (variant, split) in one Tune run, an evaluation
     starting as soon as its search has ended (:mod:`study._overlap`). Returns the search's
     Optuna studies and the evaluation rows (variant, split, final metrics).
@@ -98,7 +98,9 @@ def run_phases(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path, *, re
     execution's best); ``seed_salt``: mixed into the TPE seeds (a re-study: the previous run's
     id, so it proposes other points); ``trials``: a re-study's smaller budget per group;
     ``slots``: trials at once (what the cluster can reach, :mod:`study._slots`); ``items``:
-    the evaluation trials of a chosen configuration (one per seed)."""
+    the evaluation trials of a chosen configuration (default: one per training seed,
+    :func:`seed_items`)."""
+    items = items or seed_items(spec)
     groups = search_groups(spec, trials)
     grouped = GroupedOptunaSearcher(
         groups, storage_url=f"sqlite:///{(study_dir / 'optuna.db').resolve()}",
@@ -184,7 +186,7 @@ def best_configs(spec: StudySpec, searcher: GroupedOptunaSearcher) -> dict[tuple
     shared split's best (shared), or the fixed values alone when nothing is searched."""
     out: dict[tuple[str, int], dict] = {}
     for v in spec.variants:
-        for k in range(spec.splits.n_splits):
+        for k in range(spec.splits.total):
             if not spec.params_for(v):
                 out[(v, k)] = {}
                 continue
@@ -195,3 +197,21 @@ def best_configs(spec: StudySpec, searcher: GroupedOptunaSearcher) -> dict[tuple
                 continue
             out[(v, k)] = best
     return out
+
+
+def evaluation_items(spec: StudySpec, configs: dict[tuple[str, int], dict]) -> list[dict]:
+    """The evaluation trials: one item per (variant, split) configuration and training seed
+    (``evaluation.seeds`` of them: ``train.seed``, ``train.seed + 1``, …), each a dict with
+    ``variant``, ``split``, ``seed`` and the configuration's values. The trial trains with the
+    item's ``seed`` (``study._trial.train_config``)."""
+    items = seed_items(spec)
+    return [item for (v, k), values in configs.items() for item in items(v, k, values)]
+
+
+def seed_items(spec: StudySpec) -> EvalItems:
+    """(variant, split, chosen values) -> its evaluation trials, one per training seed."""
+    seeds = spec.evaluation.seed_list(spec.train.seed)
+
+    def items(variant: str, split: int, values: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"variant": variant, "split": split, "seed": seed, **values} for seed in seeds]
+    return items

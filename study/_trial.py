@@ -37,7 +37,7 @@ from trainables.train import run_trial
 
 RUN_ID_FILE = "mlflow_run_id"
 SCRATCH_PREFIX = "tlstudy-trial-"  # + worker pid: a trial's local checkpoint folder
-RESERVED = ("phase", "variant", "split", "optuna_trial")
+RESERVED = ("phase", "variant", "split", "optuna_trial", "seed")
 
 
 @dataclass(frozen=True)
@@ -59,9 +59,12 @@ class TrialContext:
 def train_config(config: dict[str, Any], ctx: TrialContext) -> TrainConfig:
     """The Tune config (variant, split, searched values) + the study's settings for the phase.
 
-    CPU threads default to the CPUs the trial was given."""
+    CPU threads default to the CPUs the trial was given; an evaluation item's ``seed``
+    (``study._phases.evaluation_items``) replaces ``train.seed``."""
     values = searched_values(config)
     data = ctx.spec.trial_config(config["variant"], values, phase=phase_of(config, ctx))
+    if config.get("seed") is not None:
+        data["seed"] = int(config["seed"])
     if data.get("threads") is None:
         data["threads"] = max(1, int(ctx.spec.resources.cpus))
     return TrainConfig.from_dict(data)
@@ -104,7 +107,8 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
                 client, ctx.experiment_id, ctx.parent_run_id,
                 phase=ctx.phase, variant=cfg.regime.variant, split=split.index,
                 trial=trial_id, params=_flat_params(cfg, config),
-                tags={**ctx.tags, **_role_tags(ctx.spec, cfg.regime.variant)})
+                tags={**ctx.tags, **_role_tags(ctx.spec, cfg.regime.variant),
+                      "seed": str(cfg.seed)})
             run_file.write_text(run_id)
             # a run reused after a crash before the first checkpoint may hold epochs already
             journal = EpochJournal(work, logged=logged_epochs(client, run_id))
@@ -157,10 +161,13 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
         logger.tags({"stop_reason": result.stop_reason})
         logger.artifact_json("lr_table.json", result.lr_table)
         if result.test_probs is not None:
-            ids = list(result.test_probs)
-            logger.artifact_json("test_predictions.json", {
-                "sample_id": ids, "p_malignant": [result.test_probs[s] for s in ids],
-                "label": [result.test_labels[s] for s in ids]})
+            logger.artifact_json("test_predictions.json",
+                                 predictions_record(ctx.rois, result.test_probs,
+                                                    result.test_labels))
+            if result.val_probs is not None:  # thresholds are chosen on these, not on test
+                logger.artifact_json("val_predictions.json",
+                                     predictions_record(ctx.rois, result.val_probs,
+                                                        result.val_labels))
             if result.test_roc is not None:
                 roc = result.test_roc
                 logger.artifact_json("roc.json", {
@@ -189,6 +196,18 @@ def _scratch(root: Path | None) -> list[tuple[Path, int | None]]:
         pid = folder.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
         out.append((folder, int(pid) if pid.isdigit() else None))
     return out
+def predictions_record(rois: RoiSet, probs: dict[str, float],
+                       labels: dict[str, int]) -> dict[str, list]:
+    """Per-sample predictions as logged: anonymous ``sample_id``, ``p_malignant``, ``label``
+    and the anonymous ``cluster`` (lesion) and ``patient`` ids the report combines views by
+    and resamples (``RoiSet.cluster_ids``); never a raw patient id."""
+    where = {s: i for i, s in enumerate(rois.sample_ids.astype(str))}
+    index = [where[s] for s in probs]
+    lesion, patient = rois.cluster_ids("lesion"), rois.cluster_ids("patient")
+    return {"sample_id": list(probs), "p_malignant": [float(p) for p in probs.values()],
+            "label": [int(labels[s]) for s in probs],
+            "cluster": [str(lesion[i]) for i in index],
+            "patient": [str(patient[i]) for i in index]}
 
 
 def sweep_scratch(root: Path | None = None) -> list[Path]:
@@ -242,7 +261,7 @@ def _role_tags(spec: StudySpec, variant: str) -> dict[str, str]:
 def _final_metrics(result: Any) -> dict[str, float]:
     names = ["best_val_loss", "best_val_acc", "best_val_auc", "wall_time_s", "epochs_run",
              "best_epoch", "test_loss", "test_acc", "test_auc", "test_sensitivity",
-             "test_specificity", "test_youden_threshold"]
+             "test_specificity", "val_youden_threshold"]
     out = {}
     for name in names:
         value = getattr(result, name)

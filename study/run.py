@@ -129,7 +129,7 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
                      "split) — these estimates are optimistic.")
         echo(text)
         logger.artifact_json("table1.json", table.to_dict(orient="records"))
-        missing = sorted({(v, k) for v in spec.variants for k in range(spec.splits.n_splits)}
+        missing = sorted({(v, k) for v in spec.variants for k in range(spec.splits.total)}
                          - {(r["variant"], r["split"]) for r in rows})
         if missing:
             echo("missing evaluations: " + ", ".join(f"{v} split {k}" for v, k in missing))

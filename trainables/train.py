@@ -39,7 +39,7 @@ from trainables._roiset import RoiSet
 from trainables._trial_state import TrialState, derive_seeds
 from trainables.config import TrainConfig
 from trainables.head import Classifier
-from trainables.metrics import RocCurve, accuracy, roc_auc, roc_curve, youden_point
+from trainables.metrics import RocCurve, accuracy, rates_at, roc_auc, roc_curve, youden_point
 from trainables.regimes import lr_table
 from trainables.splits import Split
 
@@ -78,8 +78,12 @@ class TrialResult:
         partition_passes: complete passes over each partition during this call (training epochs
             and evaluations); ``"test"`` is 1 in the evaluate phase and absent in the search phase.
         test_*: only for a finished evaluate-phase trial, else ``None``. ``test_probs`` and
-            ``test_labels`` are keyed by the ROI set's anonymised ``sample_id``; sensitivity and
-            specificity are at the Youden point, ``test_youden_threshold`` its p(malignant).
+            ``test_labels`` are keyed by the ROI set's anonymised ``sample_id``;
+            ``test_sensitivity`` / ``test_specificity`` are at ``val_youden_threshold``, the
+            Youden point of the *validation* predictions of the tested weights (no threshold
+            is chosen on test data).
+        val_probs / val_labels: those validation predictions, keyed by ``sample_id`` (evaluate
+            phase only), for thresholds the report picks on validation data.
     """
 
     phase: Phase
@@ -98,10 +102,12 @@ class TrialResult:
     test_auc: float | None = None
     test_sensitivity: float | None = None
     test_specificity: float | None = None
-    test_youden_threshold: float | None = None
+    val_youden_threshold: float | None = None
     test_roc: RocCurve | None = None
     test_probs: dict[str, float] | None = None
     test_labels: dict[str, int] | None = None
+    val_probs: dict[str, float] | None = None
+    val_labels: dict[str, int] | None = None
     checkpoint_dir: Path | None = field(default=None)
     external: dict[str, Any] | None = None  # name -> trainables.external.ExternalResult
 
@@ -113,7 +119,7 @@ class TrialResult:
             "best_val_auc": self.best_val_auc, "wall_time_s": self.wall_time_s,
         }
         for name in ("test_loss", "test_acc", "test_auc", "test_sensitivity",
-                     "test_specificity", "test_youden_threshold"):
+                     "test_specificity", "val_youden_threshold"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
@@ -335,17 +341,25 @@ def _restore_best(state: TrialState, config: TrainConfig, directory: Path) -> No
 
 def _evaluate_test(model: Classifier, rois: RoiSet, split: Split, config: TrainConfig,
                    settings: StepSettings, device: torch.device) -> dict[str, Any]:
-    """The one pass over the test partition and its metrics (as ``TrialResult`` fields)."""
+    """The one pass over the test partition and its metrics (as ``TrialResult`` fields).
+
+    The Youden threshold comes from the validation predictions of the same (tested) weights
+    and is only applied to the test predictions: test labels choose nothing."""
+    val = Partition.from_rois("val", rois, split.val, device)
+    _, val_probs = predict(model, val, batch_size=config.eval_batch, settings=settings)
+    threshold = youden_point(val.labels_np, val_probs).threshold
     test = Partition.from_rois("test", rois, split.test, device)
     loss, probs = predict(model, test, batch_size=config.eval_batch, settings=settings)
     labels = test.labels_np
-    youden = youden_point(labels, probs)
+    sensitivity, specificity = rates_at(labels, probs, threshold)
     logger.info("test: %d ROIs, loss %.4f", len(test), loss)
     return {
         "test_loss": loss, "test_acc": accuracy(labels, probs), "test_auc": roc_auc(labels, probs),
-        "test_sensitivity": youden.sensitivity, "test_specificity": youden.specificity,
-        "test_youden_threshold": youden.threshold, "test_roc": roc_curve(labels, probs),
+        "test_sensitivity": sensitivity, "test_specificity": specificity,
+        "val_youden_threshold": threshold, "test_roc": roc_curve(labels, probs),
         "test_probs": dict(zip(test.sample_ids.tolist(), probs.tolist(), strict=True)),
         "test_labels": dict(zip(test.sample_ids.tolist(), labels.tolist(), strict=True)),
+        "val_probs": dict(zip(val.sample_ids.tolist(), val_probs.tolist(), strict=True)),
+        "val_labels": dict(zip(val.sample_ids.tolist(), val.labels_np.tolist(), strict=True)),
         "passes": {"test": test.passes},
     }

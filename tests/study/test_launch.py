@@ -61,7 +61,8 @@ def test_smoke_study_logs_every_trial_to_mlflow(smoke_study, mlflow_client):
     for r in evaluate:
         assert {"test_acc", "test_auc", "wall_time_s"} <= r.data.metrics.keys()
         names = {a.path for a in mlflow_client.list_artifacts(r.info.run_id)}
-        assert {"lr_table.json", "test_predictions.json", "roc.json"} <= names
+        assert {"lr_table.json", "test_predictions.json", "val_predictions.json",
+                "roc.json"} <= names
         local = mlflow_client.download_artifacts(r.info.run_id, "test_predictions.json",
                                                  str(study_dir))
         with open(local) as fh:
@@ -70,6 +71,11 @@ def test_smoke_study_logs_every_trial_to_mlflow(smoke_study, mlflow_client):
         assert roc_auc_score(pred["label"], pred["p_malignant"]) == pytest.approx(
             r.data.metrics["test_auc"], abs=1e-9)
         assert all(s.startswith("s") and "patient" not in s for s in pred["sample_id"])
+        assert len(pred["cluster"]) == len(pred["patient"]) == len(pred["sample_id"])
+        assert all(c.startswith("l") for c in pred["cluster"])  # anonymous lesion ids
+        assert len(set(pred["cluster"])) < len(pred["sample_id"])  # views share their lesion
+        # at the validation Youden threshold (+inf, unlogged, when validation shows no skill)
+        assert {"test_sensitivity", "test_specificity"} <= r.data.metrics.keys()
     assert list(outcome.table["variant"]) == list(spec.variants)
     assert any(line.startswith("Table 1") for line in lines)
 
