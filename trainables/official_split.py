@@ -42,7 +42,8 @@ def official_split(labels: np.ndarray, patients: np.ndarray, subsets: np.ndarray
                            "sets: their samples would leak between them")
     train_pos = np.flatnonzero(~is_test)
     inner = split_indices(labels[train_pos], patients[train_pos],
-                          SplitConfig(n_splits=1, test_fraction=val_fraction, seed=seed))[0]
+                          SplitConfig(n_splits=1, test_fraction=val_fraction, seed=seed,
+                                      scheme="repeated"))[0]
     train, val = np.sort(train_pos[inner.trainval]), np.sort(train_pos[inner.test])
     test = np.flatnonzero(is_test)
     h = hashlib.blake2b(digest_size=16)
