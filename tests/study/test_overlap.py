@@ -17,6 +17,7 @@ def _spec(mode: str = "nested", variants=("FE", "FTED", "RI")):
     data["search"]["mode"] = mode
     data["search"]["trials"] = 2
     data["variants"] = list(variants)
+    data["compare"] = {"reference": variants[-1]}
     # RI: nothing to search (its base_lr fixed)
     data["search"]["params"]["base_lr"] = [
         {"role": "scientific", "low": 1e-4, "high": 1e-2, "log": True, "variants": ["FE", "FTED"]},
