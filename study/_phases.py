@@ -20,6 +20,18 @@ from study._progress import Progress
 log = logging.getLogger(__name__)
 
 
+class TrialsFailed(RuntimeError):
+    """A phase could not finish because trials failed (not an interruption): the message names
+    how many and the first one's error."""
+
+
+def _failed(phase: str, errors: list) -> TrialsFailed:
+    first = str(errors[0]).strip().splitlines()
+    reason = " / ".join(line.strip() for line in first[-3:] if line.strip())[:600]
+    return TrialsFailed(f"{phase}: {len(errors)} trial(s) failed after their retries; the "
+                        f"last lines of the first error: {reason}")
+
+
 def suggest_fn(params: list[ParamSpec]) -> Callable[[optuna.Trial], dict[str, Any]]:
     """Optuna suggestions for a variant's searched hyperparameters."""
     def suggest(trial: optuna.Trial) -> dict[str, Any]:
@@ -82,12 +94,14 @@ def search_groups(spec: StudySpec, trials: int | None = None) -> list[Group]:
 def run_search(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path, *,
                resume: bool, storage: str | None = None, study_prefix: str | None = None,
                warm_start: dict[str, list[dict[str, Any]]] | None = None,
-               seed_salt: str = "", trials: int | None = None) -> GroupedOptunaSearcher:
+               seed_salt: str = "", trials: int | None = None,
+               max_concurrent: int | None = None) -> GroupedOptunaSearcher:
     """Search every group in one Tune run. ``study_prefix``: the Optuna study names'
     prefix (default the study's name; a re-study gets its own); ``warm_start``: group key ->
     configurations to evaluate first (the previous execution's best); ``seed_salt``: mixed
     into the TPE seeds (a re-study: the previous run's id, so it proposes other points);
-    ``trials``: a re-study's smaller budget per group."""
+    ``trials``: a re-study's smaller budget per group; ``max_concurrent``: a declared trial
+    limit (``--max-concurrent-trials``), else what fits the cluster now."""
     groups = search_groups(spec, trials)
     searcher = GroupedOptunaSearcher(
         groups, storage_url=f"sqlite:///{(study_dir / 'optuna.db').resolve()}",
@@ -115,12 +129,15 @@ def run_search(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path, *,
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
                                         num_samples=total, metric=METRIC, mode=MODE,
                                         reuse_actors=True,
-                                        max_concurrent_trials=_concurrency(spec)),
+                                        max_concurrent_trials=(max_concurrent
+                                                               or _concurrency(spec))),
             run_config=_run_config(name, path, progress))
-    tuner.fit()
+    grid = tuner.fit()
     progress.close()
     settle(ctx)
     unfinished = [g.key for g in groups if searcher.unfinished(g.key, g.budget)]
+    if unfinished and grid.errors:  # failed trials, not Ctrl-C: say why
+        raise _failed("search", grid.errors)
     if unfinished:  # Tune returns normally after Ctrl-C: the searches did not all run out
         raise KeyboardInterrupt(f"search interrupted ({', '.join(unfinished)} unfinished)")
     _drop_checkpoints(path, name)

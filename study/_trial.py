@@ -28,6 +28,7 @@ from ray import tune
 from search_spaces import StudySpec
 from search_spaces.spec import Phase
 from study._journal import EpochJournal, logged_epochs
+from study._login import MlflowLogin
 from study._mlflow_proc import pid_alive
 from study._restudy import failure_reason
 from trainables._roiset import RoiSet
@@ -52,6 +53,7 @@ class TrialContext:
     experiment_id: str
     parent_run_id: str
     tags: dict[str, str]            # data/split fingerprints, versions, ... for child runs
+    login: MlflowLogin | None = None  # the driver's MLflow login, for trials on other nodes
 
 
 def train_config(config: dict[str, Any], ctx: TrialContext) -> TrainConfig:
@@ -76,6 +78,13 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
     from study import tracking
 
     config = config.get("cfg", config)
+    if ctx.login is not None:  # a worker node has no credentials of its own (study._login)
+        ctx.login.apply()
+    # Tune reuses this actor for the next trial once this function returns; it waits
+    # TUNE_FUNCTION_THREAD_TIMEOUT_S (default 2 s) for that, then aborts the trial ("Trainable
+    # runner reuse requires reset_config()"). Ending an MLflow run over a busy or logged-in
+    # server can take longer: give it time (read in this process when Tune resets the actor).
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")
 
     cfg = train_config(config, ctx)
     split = ctx.splits[int(config["split"])]
