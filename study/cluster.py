@@ -356,8 +356,10 @@ def submit(request: ClusterRequest, spec: StudySpec, *, echo: Callable[[str], An
                      f"ray exec {cfg} 'ray job logs {sid}'")
                 return int(done.returncode)
             raise ClusterError(f"step {i} failed (exit {done.returncode}): "
-                               f"{shlex.join(step.argv)}\n(see its output above; for `ray "
-                               "up`: credentials, instance quotas for the GPU type, region)")
+                               f"{shlex.join(step.argv)}\n(see its output above: `ray up` "
+                               "shows the setup or start command that failed with its output; "
+                               "before any node exists, it is the cloud: credentials, instance "
+                               "quotas for the GPU type, region)")
     return 0
 
 
