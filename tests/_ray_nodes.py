@@ -155,7 +155,8 @@ class RayStartCluster:
     def start(self, timeout_s: float = 120.0) -> list[str]:
         """Start both nodes and wait until both are alive; returns their node ids."""
         self._start(["--head", f"--port={self.port}", "--include-dashboard=true",
-                     "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}"],
+                     "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
+                     f"--ray-client-server-port={_free(self.ip)}"],  # not everyone's 10001
                     self.head_env, "head")
         self.wait(1, timeout_s)
         self._start([f"--address={self.address}"], self.worker_env, "worker")

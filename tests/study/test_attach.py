@@ -220,3 +220,34 @@ def test_invalid_yaml_edit_is_caught_by_rays_validate_config():
     data["available_node_types"]["gpu_a10g"]["min_workers"] = 9   # more than max_workers: 4
     with pytest.raises(ValueError, match="max_workers"):
         validate_config(prepare_config(data))
+
+
+# ------------------------------------------------- the KubeRay RayJob (shipped, not run)
+
+
+def test_kuberay_rayjob_runs_an_entrypoint_the_launcher_accepts_and_holds_no_secret():
+    import shlex
+
+    import ray
+
+    path = PROJECT_ROOT / "docs" / "kuberay-rayjob.yaml"
+    job = yaml.safe_load(path.read_text())
+    assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob")
+    spec = job["spec"]
+    assert spec["rayClusterSpec"]["rayVersion"] == ray.__version__
+    assert spec["rayClusterSpec"]["authOptions"] == {"mode": "token"}
+    argv = shlex.split(spec["entrypoint"])
+    assert argv[:3] == ["python", "-m", "study.launch"]
+    args = parse_args(argv[3:])                     # RAY_ADDRESS (set by Ray) makes it attach
+    assert args.max_concurrent_trials and args.storage_path.startswith("s3://")
+    head = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    env = {e["name"]: e for e in head["containers"][0]["env"]}
+    login = env["TLSTUDY_MLFLOW_CREDENTIALS"]["value"]
+    mounts = {m["name"]: m["mountPath"] for m in head["containers"][0]["volumeMounts"]}
+    assert login.startswith(mounts["mlflow-login"] + "/")      # read from the mounted Secret
+    volumes = {v["name"]: v for v in head["volumes"]}
+    assert volumes["mlflow-login"]["secret"]["defaultMode"] == 0o400
+    text = path.read_text()
+    assert "MLFLOW_TRACKING_PASSWORD" not in text and "password" not in text.lower()
+    for group in spec["rayClusterSpec"]["workerGroupSpecs"]:   # no login on the workers
+        assert "mlflow-login" not in str(group)
