@@ -127,6 +127,7 @@ class RayStartCluster:
         self.dashboard_port = _free("127.0.0.1")
         self.procs: list[subprocess.Popen] = []
         self.temp_dirs: list[str] = []
+        self.head_id = self.worker_id = ""
 
     @property
     def address(self) -> str:
@@ -158,10 +159,11 @@ class RayStartCluster:
                      "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
                      f"--ray-client-server-port={_free(self.ip)}"],  # not everyone's 10001
                     self.head_env, "head")
-        self.wait(1, timeout_s)
+        (self.head_id,) = self.wait(1, timeout_s)
         self._start([f"--address={self.address}"], self.worker_env, "worker")
         ids = self.wait(2, timeout_s)
         assert len(ids) == 2, f"worker raylet did not join: {self.log('worker')[-3000:]}"
+        (self.worker_id,) = set(ids) - {self.head_id}
         return ids
 
     def wait(self, count: int, timeout_s: float) -> list[str]:

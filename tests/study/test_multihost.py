@@ -146,16 +146,20 @@ def test_a_study_attached_with_address_runs_trials_on_both_raylets(
             "--study", "smoke-attach", "--runs-dir", str(runs),
             "--storage-path", str(tmp_path / "shared"), "--max-concurrent-trials", "2"]
     log = tmp_path / "driver.log"
-    rc = _run(argv, env, log, timeout_s=600)
-    out = log.read_text()
-    assert rc == 0, out[-6000:]
-    assert f"Ray: attached to {cluster.address}" in out
-    ip = cluster.ip
-    assert f"MLflow: trials log to http://{ip}:" in out          # not loopback: login on
-    record = yaml.safe_load((runs / "mlflow" / "server.json").read_text())
-    assert record["host"] == ip and record["auth"] == "basic-auth"
-    _check_study(_client(record["url"], head_home, monkeypatch), "smoke-attach", nodes)
-    _nowhere(_password(head_home), tmp_path, *cluster.temp_dirs)
+    try:
+        rc = _run(argv, env, log, timeout_s=600)
+        out = log.read_text()
+        assert rc == 0, out[-6000:]
+        assert f"Ray: attached to {cluster.address}" in out
+        ip = cluster.ip
+        assert f"MLflow: trials log to http://{ip}:" in out          # not loopback: login on
+        record = yaml.safe_load((runs / "mlflow" / "server.json").read_text())
+        assert record["host"] == ip and record["auth"] == "basic-auth"
+        _check_study(_client(record["url"], head_home, monkeypatch), "smoke-attach", nodes)
+        _nowhere(_password(head_home), tmp_path, *cluster.temp_dirs)
+    finally:
+        subprocess.run([sys.executable, "-m", "study.server", "stop", "--runs-dir", str(runs)],
+                       env=env, capture_output=True, timeout=60)
 
 
 def test_the_cluster_job_path_with_the_yamls_head_commands(raylets, head_home, tmp_path,
@@ -210,3 +214,113 @@ def _free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+# ---------------------------------------------------------------- faults on the two raylets
+
+
+def _attach_argv(cluster: RayStartCluster, study: str, tmp_path: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "study.launch", "--address", cluster.address, "--smoke-test",
+            "--study", study, "--runs-dir", str(tmp_path / "runs"),
+            "--storage-path", str(tmp_path / "shared"), "--max-concurrent-trials", "2", *extra]
+
+
+def _start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(argv, cwd=PROJECT_ROOT, env=env, stdout=log.open("wb"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait_for(what, proc: subprocess.Popen, log: Path, timeout_s: float = 300) -> None:
+    """Poll ``what()`` until true; fail with the driver's log if the driver ends first."""
+    deadline = time.monotonic() + timeout_s
+    while not what():
+        assert proc.poll() is None, f"the driver ended first:\n{log.read_text()[-5000:]}"
+        assert time.monotonic() < deadline, f"timed out:\n{log.read_text()[-5000:]}"
+        time.sleep(1)
+
+
+def _epochs_on(client, study: str, node_id: str) -> int:
+    """Epochs MLflow holds from trials that ran on ``node_id``."""
+    exp = client.get_experiment_by_name(study)
+    if exp is None:
+        return 0
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.node_id = '{node_id}'")
+    return sum(len(client.get_metric_history(r.info.run_id, "val_loss")) for r in runs)
+
+
+def _server_url(tmp_path: Path) -> str:
+    return str(yaml.safe_load((tmp_path / "runs" / "mlflow" / "server.json").read_text())["url"])
+
+
+def test_the_worker_node_killed_mid_study(head_home, tmp_path, tmp_path_factory, monkeypatch):
+    """A machine lost: its trials restart from their checkpoints on the head; every run ends,
+    every epoch is in MLflow once."""
+    creds = head_home / ".tlstudy" / "mlflow_credentials"
+    head_env = {**_bare_env(), "TLSTUDY_MLFLOW_CREDENTIALS": str(creds)}
+    folder = tmp_path_factory.mktemp("raylets-kill")
+    with RayStartCluster(own_ip(), folder, head_env=head_env, worker_env=_bare_env()) as c:
+        c.start()
+        log = tmp_path / "driver.log"
+        proc = _start(_attach_argv(c, "smoke-kill", tmp_path), c.head_env, log)
+        try:
+            _wait_for(lambda: (tmp_path / "runs" / "mlflow" / "server.json").is_file(), proc, log)
+            client = _client(_server_url(tmp_path), head_home, monkeypatch)
+            _wait_for(lambda: _epochs_on(client, "smoke-kill", c.worker_id) >= 1, proc, log)
+            c.kill_worker()
+            rc = proc.wait(timeout=900)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            subprocess.run([sys.executable, "-m", "study.server", "stop", "--runs-dir",
+                            str(tmp_path / "runs")], env=head_env, capture_output=True)
+        out = log.read_text()
+        assert rc == 0, out[-6000:]
+        exp = client.get_experiment_by_name("smoke-kill")
+        parent = next(r for r in client.search_runs([exp.experiment_id])
+                      if "mlflow.parentRunId" not in r.data.tags)
+        runs = child_runs(client, exp.experiment_id, parent.info.run_id)
+        assert parent.info.status == "FINISHED"
+        spec = load_spec("smoke")
+        assert len(runs) == len(spec.variants) * (spec.search.trials + 1)
+        assert all(r.info.status in ("FINISHED", "KILLED") for r in runs)
+        for r in runs:
+            steps = [m.step for m in client.get_metric_history(r.info.run_id, "val_loss")]
+            assert sorted(steps) == list(range(1, len(steps) + 1)), (r.data.tags, steps)
+        # a trial of the lost node went on elsewhere (restored from its checkpoint), or it had
+        # ended before the node went: either way none is left on the dead node unfinished
+        moved = [r for r in runs if "restored_from" in r.data.tags]
+        lost = [r for r in runs if r.data.tags.get("node_id") == c.worker_id
+                and r.info.status not in ("FINISHED", "KILLED")]
+        assert not lost, lost
+        print(f"trials restored after the node loss: {len(moved)}")
+
+
+def test_the_driver_killed_then_resume(raylets, head_home, tmp_path, monkeypatch):
+    """The driver's process killed mid-search (its trials die with it); ``--resume`` continues
+    the same parent run: nothing lost, nothing twice."""
+    cluster, nodes = raylets
+    log = tmp_path / "driver.log"
+    proc = _start(_attach_argv(cluster, "smoke-resume", tmp_path), cluster.head_env, log)
+    try:
+        _wait_for(lambda: (tmp_path / "runs" / "mlflow" / "server.json").is_file(), proc, log)
+        client = _client(_server_url(tmp_path), head_home, monkeypatch)
+        _wait_for(lambda: sum(_epochs_on(client, "smoke-resume", n) for n in nodes) >= 2,
+                  proc, log)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    time.sleep(5)   # Ray notices the driver gone and ends its trials
+    again = tmp_path / "resume.log"
+    rc = _run(_attach_argv(cluster, "smoke-resume", tmp_path, "--resume"), cluster.head_env,
+              again, timeout_s=900)
+    out = again.read_text()
+    try:
+        assert rc == 0, out[-6000:]
+        exp = client.get_experiment_by_name("smoke-resume")
+        parents = [r for r in client.search_runs([exp.experiment_id])
+                   if "mlflow.parentRunId" not in r.data.tags]
+        assert len(parents) == 1                     # the same execution, continued
+        _check_study(client, "smoke-resume", nodes)
+    finally:
+        subprocess.run([sys.executable, "-m", "study.server", "stop", "--runs-dir",
+                        str(tmp_path / "runs")], env=cluster.head_env, capture_output=True)
