@@ -78,8 +78,9 @@ def attach(address: str, runs_dir: Path, tracking_uri: str | None, *,
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ClusterError(
                 f"cannot attach to the Ray cluster at {address}: {exc}\n(is it running? "
-                f"`ray status --address {address}`; a cluster with token authentication needs "
-                "RAY_AUTH_MODE=token here and its token in ~/.ray/auth_token or RAY_AUTH_TOKEN)") from None
+                f"`ray status --address {address}`; a cluster with token authentication "
+                "needs RAY_AUTH_MODE=token here and its token in ~/.ray/auth_token or "
+                "RAY_AUTH_TOKEN)") from None
     node_ip = ray.util.get_node_ip_address()
     hosts = frozenset(str(n["NodeManagerAddress"]) for n in ray.nodes() if n.get("Alive"))
     remote = hosts - {node_ip}

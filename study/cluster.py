@@ -210,6 +210,7 @@ class ClusterRequest:
     tracking_uri: str | None = None
     resume: bool = False
     dry_run: bool = False
+    max_concurrent_trials: int | None = None
 
 
 @dataclass(frozen=True)
@@ -252,6 +253,8 @@ def driver_argv(request: ClusterRequest, *, cluster_config: str = HEAD_CONFIG,
                         ("--tracking-uri", request.tracking_uri)):
         if value is not None:
             argv += [flag, value]
+    if request.max_concurrent_trials is not None:
+        argv += ["--max-concurrent-trials", str(request.max_concurrent_trials)]
     if request.resume:
         argv.append("--resume")
     return argv

@@ -298,7 +298,8 @@ def _on_cluster(args: argparse.Namespace, spec, space: str) -> int:
             config=args.cluster, space=space_argument(space, spec), study=args.study,
             data=None if args.data is None else str(args.data), data_format=args.data_format,
             storage_path=args.storage_path, tracking_uri=args.tracking_uri,
-            resume=args.resume, dry_run=args.dry_run)
+            resume=args.resume, dry_run=args.dry_run,
+            max_concurrent_trials=args.max_concurrent_trials)
         return submit(request, spec)
     except ClusterError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -251,3 +251,21 @@ def test_kuberay_rayjob_runs_an_entrypoint_the_launcher_accepts_and_holds_no_sec
     assert "MLFLOW_TRACKING_PASSWORD" not in text and "password" not in text.lower()
     for group in spec["rayClusterSpec"]["workerGroupSpecs"]:   # no login on the workers
         assert "mlflow-login" not in str(group)
+
+
+def test_cluster_job_passes_the_declared_trial_limit_to_the_driver():
+    request = cluster.ClusterRequest(config=SHIPPED, space="paper", max_concurrent_trials=8)
+    argv = cluster.driver_argv(request)
+    assert argv[argv.index("--max-concurrent-trials") + 1] == "8"
+    assert "--max-concurrent-trials" not in cluster.driver_argv(
+        cluster.ClusterRequest(config=SHIPPED, space="paper"))
+
+
+def test_failed_trials_are_reported_as_a_failure_with_the_reason():
+    from study._phases import TrialsFailed, _failed
+
+    err = _failed("search", [RuntimeError("Traceback (most recent call last):\n  File x\n"
+                                          "ValueError: the checkpoint is unreadable"), None])
+    assert isinstance(err, TrialsFailed) and not isinstance(err, KeyboardInterrupt)
+    assert str(err).startswith("search: 2 trial(s) failed after their retries")
+    assert "ValueError: the checkpoint is unreadable" in str(err)
