@@ -38,6 +38,8 @@ class AttachSettings:
     tracking_uri: str               # MLflow as every node reaches it
     node_ip: str                    # this driver's address on the cluster network
     hosts: frozenset[str]           # the addresses of the cluster's live nodes
+    resources: dict[str, float]     # what the cluster can reach: up now, or its autoscaler's
+                                    # maximum when larger (GPU workers not started yet)
 
 
 def resolve_address(flag: str | None, environ: Mapping[str, str]) -> str | None:
@@ -95,12 +97,39 @@ def attach(address: str, runs_dir: Path, tracking_uri: str | None, *,
         raise ClusterError(f"--tracking-uri {tracking_uri} is this machine's loopback address: "
                            f"trials on {', '.join(sorted(remote))} cannot reach it. Give an "
                            "address every node reaches")
-    res = ray.cluster_resources()
-    now = ", ".join(f"{k} {res[k]:g}" for k in ("CPU", "GPU") if k in res)
+    res = {k: float(v) for k, v in ray.cluster_resources().items()}
+    most = autoscaler_maximum()
+    reach = reachable(res, most)
     echo(f"Ray: attached to {address} ({len(hosts)} machine(s), {len(ray.nodes())} node(s) "
-         f"known; up now: {now})")
+         f"known; up now: {_fmt(res)}"
+         + (f"; the autoscaler can reach {_fmt(reach)}" if most else "") + ")")
     echo(f"MLflow: trials log to {tracking_uri}")
-    return AttachSettings(address, tracking_uri, node_ip, hosts)
+    return AttachSettings(address, tracking_uri, node_ip, hosts, reach)
+
+
+def autoscaler_maximum() -> dict[str, float] | None:
+    """The most the cluster's autoscaler may bring up, all node groups together (what Ray
+    Train asks too: the cluster config the autoscaler keeps in the GCS, e.g. KubeRay's worker
+    groups' ``maxReplicas`` × their resources); None without an autoscaler."""
+    try:
+        from ray._private.state import state
+
+        most = state.get_max_resources_from_cluster_config()
+    except Exception:  # noqa: BLE001 -- private API; no autoscaler config is the common case
+        return None
+    return {k: float(v) for k, v in most.items()} if most else None
+
+
+def reachable(now: Mapping[str, float], most: Mapping[str, float] | None) -> dict[str, float]:
+    """Per resource, the larger of what is up now and the autoscaler's maximum."""
+    out = dict(now)
+    for key, value in (most or {}).items():
+        out[key] = max(out.get(key, 0.0), value)
+    return out
+
+
+def _fmt(res: Mapping[str, float]) -> str:
+    return ", ".join(f"{k} {res[k]:g}" for k in ("CPU", "GPU") if k in res) or "nothing"
 
 
 def _managed_server(runs_dir: Path, node_ip: str, timeout_s: float) -> str:

@@ -169,7 +169,7 @@ def _run_here(args: argparse.Namespace, spec, runs: Path) -> int:  # type: ignor
             print(f"error: {exc}", file=sys.stderr)
             return 2
         uri = found.tracking_uri
-        on_cluster = {"address": found.address}
+        on_cluster = {"address": found.address, "resources": found.resources}
     if args.on_head:
         from study.cluster import ClusterError, head_settings
 

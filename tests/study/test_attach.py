@@ -269,3 +269,13 @@ def test_failed_trials_are_reported_as_a_failure_with_the_reason():
     assert isinstance(err, TrialsFailed) and not isinstance(err, KeyboardInterrupt)
     assert str(err).startswith("search: 2 trial(s) failed after their retries")
     assert "ValueError: the checkpoint is unreadable" in str(err)
+
+
+def test_the_space_is_checked_against_what_the_autoscaler_can_reach():
+    from study._attach import reachable
+
+    now = {"CPU": 4.0, "memory": 1e9}               # a KubeRay head; no GPU pod up yet
+    assert reachable(now, None) == now
+    assert reachable(now, {"CPU": 32.0, "GPU": 4.0}) == {"CPU": 32.0, "GPU": 4.0,
+                                                          "memory": 1e9}
+    assert reachable({"CPU": 64.0}, {"CPU": 32.0})["CPU"] == 64.0   # more up than declared
