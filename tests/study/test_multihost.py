@@ -268,31 +268,31 @@ def test_the_worker_node_killed_mid_study(head_home, tmp_path, tmp_path_factory,
             _wait_for(lambda: _epochs_on(client, "smoke-kill", c.worker_id) >= 1, proc, log)
             c.kill_worker()
             rc = proc.wait(timeout=900)
+            out = log.read_text()
+            assert rc == 0, out[-6000:]
+            exp = client.get_experiment_by_name("smoke-kill")
+            parent = next(r for r in client.search_runs([exp.experiment_id])
+                          if "mlflow.parentRunId" not in r.data.tags)
+            runs = child_runs(client, exp.experiment_id, parent.info.run_id)
+            assert parent.info.status == "FINISHED"
+            spec = load_spec("smoke")
+            assert len(runs) == len(spec.variants) * (spec.search.trials + 1)
+            assert all(r.info.status in ("FINISHED", "KILLED") for r in runs)
+            for r in runs:
+                steps = [m.step for m in client.get_metric_history(r.info.run_id, "val_loss")]
+                assert sorted(steps) == list(range(1, len(steps) + 1)), (r.data.tags, steps)
+            # the trials of the lost node went on elsewhere from their checkpoints, or had
+            # ended before it went: none is left unfinished on the dead node
+            lost = [r for r in runs if r.data.tags.get("node_id") == c.worker_id
+                    and r.info.status not in ("FINISHED", "KILLED")]
+            assert not lost, lost
+            moved = [r for r in runs if "restored_from" in r.data.tags]
+            print(f"trials restored after the node loss: {len(moved)}")
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             subprocess.run([sys.executable, "-m", "study.server", "stop", "--runs-dir",
                             str(tmp_path / "runs")], env=head_env, capture_output=True)
-        out = log.read_text()
-        assert rc == 0, out[-6000:]
-        exp = client.get_experiment_by_name("smoke-kill")
-        parent = next(r for r in client.search_runs([exp.experiment_id])
-                      if "mlflow.parentRunId" not in r.data.tags)
-        runs = child_runs(client, exp.experiment_id, parent.info.run_id)
-        assert parent.info.status == "FINISHED"
-        spec = load_spec("smoke")
-        assert len(runs) == len(spec.variants) * (spec.search.trials + 1)
-        assert all(r.info.status in ("FINISHED", "KILLED") for r in runs)
-        for r in runs:
-            steps = [m.step for m in client.get_metric_history(r.info.run_id, "val_loss")]
-            assert sorted(steps) == list(range(1, len(steps) + 1)), (r.data.tags, steps)
-        # a trial of the lost node went on elsewhere (restored from its checkpoint), or it had
-        # ended before the node went: either way none is left on the dead node unfinished
-        moved = [r for r in runs if "restored_from" in r.data.tags]
-        lost = [r for r in runs if r.data.tags.get("node_id") == c.worker_id
-                and r.info.status not in ("FINISHED", "KILLED")]
-        assert not lost, lost
-        print(f"trials restored after the node loss: {len(moved)}")
 
 
 def test_the_driver_killed_then_resume(raylets, head_home, tmp_path, monkeypatch):
