@@ -80,11 +80,7 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
     config = config.get("cfg", config)
     if ctx.login is not None:  # a worker node has no credentials of its own (study._login)
         ctx.login.apply()
-    # Tune reuses this actor for the next trial once this function returns; it waits
-    # TUNE_FUNCTION_THREAD_TIMEOUT_S (default 2 s) for that, then aborts the trial ("Trainable
-    # runner reuse requires reset_config()"). Ending an MLflow run over a busy or logged-in
-    # server can take longer: give it time (read in this process when Tune resets the actor).
-    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")
+    allow_slow_finish()
 
     cfg = train_config(config, ctx)
     split = ctx.splits[int(config["split"])]
@@ -168,6 +164,17 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
                      "mlflow_run_id": run_id, "stop_reason": result.stop_reason})
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def allow_slow_finish(seconds: int = 60) -> None:
+    """Let a stopped trial end its MLflow run before Tune reuses its actor.
+
+    Tune reuses a trial's actor for the next trial (``reuse_actors``) once the function has
+    returned, waiting ``TUNE_FUNCTION_THREAD_TIMEOUT_S`` (default 2 s) for that, then aborts the
+    next trial ("Trainable runner reuse requires reset_config()"). A pruned trial ends its run
+    after Tune stopped it, and that can take longer over a busy or logged-in server. Tune reads
+    the variable in this process when it resets the actor."""
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", str(seconds))
 
 
 def sweep_scratch(root: Path | None = None) -> list[Path]:
