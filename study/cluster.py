@@ -341,7 +341,8 @@ def submit(request: ClusterRequest, spec: StudySpec, *, echo: Callable[[str], An
     cfg = shlex.quote(str(config.path))
     echo(f"follow: ray exec {cfg} 'ray job logs --follow {sid}'   "
          f"stop: ray exec {cfg} 'ray job stop {sid}'\n"
-         f"MLflow UI: ray attach {cfg} -p {MLFLOW_PORT}, then http://localhost:{MLFLOW_PORT}   "
+         f"MLflow UI: ray attach {cfg} -p {MLFLOW_PORT}, then http://localhost:{MLFLOW_PORT} "
+         f"(user {LOGIN_USER}, password in {HEAD_CREDENTIALS})   "
          f"Ray dashboard: ray dashboard {cfg}, then http://localhost:8265")
     if request.dry_run:
         for p in problems:
