@@ -24,6 +24,18 @@ log = logging.getLogger(__name__)
 RUN_NAME = "study"  # Tune's run (under the storage path): search and evaluation trials
 
 
+class TrialsFailed(RuntimeError):
+    """A phase could not finish because trials failed (not an interruption): the message names
+    how many and the first one's error."""
+
+
+def _failed(phase: str, errors: list) -> TrialsFailed:
+    first = str(errors[0]).strip().splitlines()
+    reason = " / ".join(line.strip() for line in first[-3:] if line.strip())[:600]
+    return TrialsFailed(f"{phase}: {len(errors)} trial(s) failed after their retries; the "
+                        f"last lines of the first error: {reason}")
+
+
 def suggest_fn(params: list[ParamSpec]) -> Callable[[optuna.Trial], dict[str, Any]]:
     """Optuna suggestions for a variant's searched hyperparameters."""
     def suggest(trial: optuna.Trial) -> dict[str, Any]:
@@ -133,14 +145,19 @@ def run_phases(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path, *, re
     progress.close()
     settle()
     unfinished = [g.key for g in groups if grouped.unfinished(g.key, g.budget)]
+    if unfinished and grid.errors:  # failed trials, not Ctrl-C: say why
+        raise _failed("search", grid.errors)
     if unfinished:  # Tune returns normally after Ctrl-C: the searches did not all run out
         raise KeyboardInterrupt(f"search interrupted ({', '.join(unfinished)} unfinished)")
     evaluated = [r for r in grid if (r.config or {}).get("phase") == "evaluate"]
     skipped = [vk for vk, key in plan.items()
                if key is not None and grouped.best_params(key) is None]
     expected = evaluations - sum(len(items(v, k, {})) for v, k in skipped)
-    if len(evaluated) < expected or any(r.error is None and not r.metrics.get("trial_done")
-                                        for r in evaluated):
+    cut = len(evaluated) < expected or any(r.error is None and not r.metrics.get("trial_done")
+                                           for r in evaluated)
+    if cut and grid.errors:  # failed trials, not Ctrl-C: say why
+        raise _failed("evaluate", grid.errors)
+    if cut:
         raise KeyboardInterrupt("evaluation interrupted")  # Tune returns normally on Ctrl-C
     _drop_checkpoints([r.path for r in grid if (r.config or {}).get("phase") == "search"])
     rows = []

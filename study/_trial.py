@@ -28,6 +28,7 @@ from ray import tune
 from search_spaces import StudySpec
 from search_spaces.spec import Phase
 from study._journal import EpochJournal, logged_epochs
+from study._login import MlflowLogin
 from study._mlflow_proc import pid_alive
 from study._restudy import failure_reason
 from trainables._roiset import RoiSet
@@ -54,6 +55,7 @@ class TrialContext:
     parent_run_id: str
     tags: dict[str, str]            # data/split fingerprints, versions, ... for child runs
     external: dict[str, RoiSet] = dataclasses.field(default_factory=dict)  # evaluate phase
+    login: MlflowLogin | None = None  # the driver's MLflow login, for trials on other nodes
 
 
 def train_config(config: dict[str, Any], ctx: TrialContext) -> TrainConfig:
@@ -82,11 +84,15 @@ def searched_values(config: dict[str, Any]) -> dict[str, Any]:
 def run(config: dict[str, Any], ctx: TrialContext) -> None:
     """Tune function trainable (bind ``ctx`` with ``tune.with_parameters``).
 
-    ``config`` is the searcher's dict, or ``{"cfg": dict}`` from the evaluation grid."""
+    ``config`` is the searcher's dict: a search or an evaluation trial (``config["phase"]``)."""
     from study import tracking
 
     config = config.get("cfg", config)
     ctx = dataclasses.replace(ctx, phase=phase_of(config, ctx))
+    if ctx.login is not None:  # a worker node has no credentials of its own (study._login)
+        ctx.login.apply()
+    allow_slow_finish()
+
     cfg = train_config(config, ctx)
     split = ctx.splits[int(config["split"])]
     trial_id = tune.get_context().get_trial_id() or "local"
@@ -208,6 +214,15 @@ def predictions_record(rois: RoiSet, probs: dict[str, float],
             "label": [int(labels[s]) for s in probs],
             "cluster": [str(lesion[i]) for i in index],
             "patient": [str(patient[i]) for i in index]}
+def allow_slow_finish(seconds: int = 60) -> None:
+    """Let a stopped trial end its MLflow run before Tune reuses its actor.
+
+    Tune reuses a trial's actor for the next trial (``reuse_actors``) once the function has
+    returned, waiting ``TUNE_FUNCTION_THREAD_TIMEOUT_S`` (default 2 s) for that, then aborts the
+    next trial ("Trainable runner reuse requires reset_config()"). A pruned trial ends its run
+    after Tune stopped it, and that can take longer over a busy or logged-in server. Tune reads
+    the variable in this process when it resets the actor."""
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", str(seconds))
 
 
 def sweep_scratch(root: Path | None = None) -> list[Path]:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from search_spaces import StudySpec, check_resources
 from study import tracking
 from study._data import StudyData, prepare_data
+from study._login import driver_login
 from study._report import format_table1, table1
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ class StudyOutcome:
 def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bool = False,
               echo: Any = print, address: str | None = None, storage_path: str | None = None,
               resources: Mapping[str, float] | None = None,
+              max_concurrent_trials: int | None = None,
               restudy: Restudy | None = None, data: StudyData | None = None) -> StudyOutcome:
     """Run (or, with ``resume``, continue) ``spec`` with its files under ``study_dir``.
 
@@ -47,7 +49,9 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
     ``<storage_path>/<study name>`` (default ``study_dir/ray``); a multi-node cluster needs
     storage every node reaches (``s3://...``, an NFS mount). ``resources``: what the cluster can
     reach, to check the space against (an autoscaling cluster's GPU workers may not be up
-    yet; default: what Ray has now). ``restudy``: this execution re-runs an earlier one
+    yet; default: what Ray has now). ``max_concurrent_trials``: the search's declared trial
+    limit (``--max-concurrent-trials``: a cluster that grows beyond what is up now; default:
+    what fits now). ``restudy``: this execution re-runs an earlier one
     (``python -m study.schedule run``): the parent run is tagged with the previous one and what
     changed, the search gets its own Optuna studies (``<study>@<run id[:8]>/<variant>/split<k>``)
     seeded with the previous best configurations (TPE seeds salted with the previous run's id,
@@ -111,17 +115,23 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
         logger = tracking.RunLogger(client, parent)
     echo(f"MLflow: {tracking_uri}/#/experiments/{exp_id}/runs/{parent}")
 
+    login = driver_login()  # trials on other nodes log in with it (study._login)
+    if login is not None:
+        login.apply()       # and so does this driver (a credentials file alone is not read
+                            # by MLflow's client)
+
     def context(phase: str) -> _trial.TrialContext:  # external sets: evaluation trials only
         return _trial.TrialContext(spec=spec, phase=phase, rois=data.rois,  # type: ignore[arg-type]
                                    splits=data.splits, tracking_uri=tracking_uri,
                                    experiment_id=exp_id, parent_run_id=parent, tags=tags,
-                                   external=data.external)
+                                   external=data.external, login=login)
     status = "FAILED"
     try:
         _, rows = _phases.run_phases(spec, context("search"), study_dir, resume=resume,
                                      storage=storage, study_prefix=prefix,
                                      warm_start=restudy.warm_start if restudy else None,
-                                     seed_salt=salt, trials=trials, slots=slots)
+                                     seed_salt=salt, trials=trials,
+                                     slots=max_concurrent_trials or slots)
         table = table1(rows)
         text = format_table1(table)
         if spec.search.mode == "shared":

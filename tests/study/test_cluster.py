@@ -214,7 +214,10 @@ def test_missing_cloud_sdk_or_credentials_is_named_before_anything_runs(monkeypa
     assert ran == []
 
 
-def test_a_failed_step_stops_with_its_command_line(tmp_path, shipped):
+def test_a_failed_step_stops_with_its_command_line(tmp_path, shipped, monkeypatch):
+    login = tmp_path / "mlflow_credentials"
+    cluster.make_login(login)                        # as on a machine that made it before
+    monkeypatch.setattr(cluster, "HEAD_CREDENTIALS", str(login))
     data = copy.deepcopy(shipped)
     data["provider"] = {"type": "local", "head_ip": "10.0.0.1", "worker_ips": ["10.0.0.2"]}
     path = _write(tmp_path, data)
