@@ -129,6 +129,7 @@ def run_phases(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path, *, re
     path = storage or str((study_dir / "ray").resolve())  # a folder or a URI (s3://...)
     progress = PhaseProgress({"search": Progress("search", searches),
                               "evaluate": Progress("evaluate", evaluations)})
+    closer = _closer(spec, ctx)
     if resume and tune.Tuner.can_restore(f"{path}/{RUN_NAME}"):
         tuner = tune.Tuner.restore(f"{path}/{RUN_NAME}", trainable=_trainable(ctx),
                                    resume_errored=True)
@@ -140,8 +141,9 @@ def run_phases(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path, *, re
                                         num_samples=searches + evaluations, metric=METRIC,
                                         mode=MODE, reuse_actors=True,
                                         max_concurrent_trials=slots),
-            run_config=_run_config(RUN_NAME, path, progress, _closer(spec, ctx)))
+            run_config=_run_config(RUN_NAME, path, progress, closer))
     grid = tuner.fit()
+    closer.drain()
     progress.close()
     settle()
     unfinished = [g.key for g in groups if grouped.unfinished(g.key, g.budget)]

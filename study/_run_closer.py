@@ -7,11 +7,16 @@ callback ends the run from the driver at the moment Tune ends the trial, from Tu
 (``on_trial_complete`` / ``on_trial_error``), when the worker has not done it already — never by
 a timed wait at the end of a phase. Every report carries the trial's run id
 (``mlflow_run_id``), so the driver knows which run belongs to which trial.
+
+The MLflow requests run on a thread of their own: Tune's driver loop must never wait on the
+tracking server (while it waits, every trial blocks in ``report``), e.g. through an outage in
+which the client retries for minutes. :meth:`RunCloser.drain` waits for them at the end.
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from ray.tune import Callback
@@ -42,6 +47,16 @@ class RunCloser(Callback):
         self.budgets = dict(budgets)
         self.ended: list[str] = []  # the runs this callback had to end (for tests, reports)
         self._client: Any = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks: no client, no thread
+        return {**self.__dict__, "_client": None, "_pool": None, "_pending": []}
+
+    def drain(self, timeout_s: float = 300.0) -> None:
+        """Wait for the runs being ended (at the end of the Tune run)."""
+        wait(self._pending, timeout=timeout_s)
+        self._pending = [f for f in self._pending if not f.done()]
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._close(trial, error=False)
@@ -56,6 +71,12 @@ class RunCloser(Callback):
             return  # the trial never reported: no run, or the worker ended it
         phase = str(result.get("phase") or "search")
         status, reason = end_state(result, self.budgets.get(phase, 0), error)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="run-closer")
+        self._pending = [f for f in self._pending if not f.done()]
+        self._pending.append(self._pool.submit(self._end, run_id, status, reason, str(trial)))
+
+    def _end(self, run_id: str, status: str, reason: str | None, trial: str) -> None:
         try:
             from study import tracking
 

@@ -407,7 +407,7 @@ NODE_LOSS = textwrap.dedent("""
             for r in runs:  # a trial that trains there and has a checkpoint Tune took in
                 if "phase" not in r.data.tags:  # the parent run
                     continue
-                trial_dirs = list((Path(a["runs"]) / a["study"] / "ray" / RUN_NAME)
+                trial_dirs = list((Path(a["runs"]) / a["study"] / "ray" / "study")
                                   .glob(f"*_{r.data.tags['trial']}_*"))
                 if (r.data.tags.get("node_id") == worker.node_id and len(trial_dirs) == 1
                         and registered_checkpoint(trial_dirs[0]) is not None):

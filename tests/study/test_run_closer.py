@@ -55,6 +55,7 @@ def test_pruned_runs_are_killed_when_asha_stops_them_not_at_the_end(
                                   callbacks=[closer]))
     grid = tuner.fit()
     fit_end_ms = time.time() * 1000
+    closer.drain()
     assert not grid.errors
 
     runs = tracking.child_runs(mlflow_client, exp_id, parent)
