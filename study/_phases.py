@@ -15,6 +15,7 @@ from ray import tune
 from search_spaces import ParamSpec, StudySpec
 from study import _trial
 from study._grouped import METRIC, MODE, Group, GroupedASHA, GroupedOptunaSearcher
+from study._postgres import optuna_storage_url
 from study._progress import Progress
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def run_search(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path, *,
     ``trials``: a re-study's smaller budget per group."""
     groups = search_groups(spec, trials)
     searcher = GroupedOptunaSearcher(
-        groups, storage_url=f"sqlite:///{(study_dir / 'optuna.db').resolve()}",
+        groups, storage_url=optuna_storage_url(study_dir),
         study_prefix=study_prefix or spec.name, seed=spec.search.seed,
         max_epochs=spec.search.asha.max_epochs, warm_start=warm_start,
         study_attrs={"mlflow_parent_run_id": ctx.parent_run_id}, seed_salt=seed_salt)
