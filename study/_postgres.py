@@ -263,6 +263,7 @@ def ensure_postgres(runs_dir: Path, *, timeout_s: float = 60.0) -> PostgresInfo:
             or the server did not start (with the tail of ``postgres.log``).
     """
     paths = _paths(runs_dir)
+    binaries = bin_dir()
     with _locked(paths):
         previous = _read_record(paths)
         pid = _postmaster_pid(paths)
@@ -285,7 +286,7 @@ def ensure_postgres(runs_dir: Path, *, timeout_s: float = 60.0) -> PostgresInfo:
         if pid is None:
             options = f"-k {socket_dir} -p {port}"
             try:
-                _run(_as_service([str(bin_dir() / "pg_ctl"), "-D", str(paths.data), "-l",
+                _run(_as_service([str(binaries / "pg_ctl"), "-D", str(paths.data), "-l",
                                   str(paths.log), "-o", options, "-w", "-t",
                                   str(int(timeout_s)), "start"]), "pg_ctl start",
                      timeout_s + 10)
