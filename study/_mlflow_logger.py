@@ -156,6 +156,8 @@ class RunLogger:
         self._finished = False
         self.dropped: list[str] = []  # "kind key: why" of each entry the server rejected
         self.requests = 0  # requests sent (delivery attempts included)
+        self.failed_requests = 0  # of which not accepted (transient, refused, rejected)
+        self.request_s: list[float] = []  # each log-batch/update request's duration, seconds
         self._sender: Sender | None = None
         self._reset_timers()
 
@@ -172,12 +174,13 @@ class RunLogger:
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()
                 if k not in ("_client", "_sender", "_last_send", "_next_try", "_backoff",
-                             "_down_since", "_last_warn", "_refused_said")}
+                             "_down_since", "_last_warn", "_refused_said", "request_s")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._client = None
         self._sender = None
+        self.request_s = []
         self._reset_timers()
 
     @property
@@ -374,11 +377,20 @@ class RunLogger:
                                [e for k, e in part if k == "tag"],
                                [e for k, e in part if k == "metric"])
 
-    def _log_batch(self, params: list, tags: list, metrics: list) -> Answer:
+    def _post(self, endpoint: str, body: dict[str, Any]) -> Answer:
+        assert self._http is not None
         self.requests += 1
+        started = time.monotonic()
+        answer = self._http.post(endpoint, body)
+        self.request_s.append(time.monotonic() - started)
+        self.failed_requests += answer.verdict != "ok"
+        return answer
+
+    def _log_batch(self, params: list, tags: list, metrics: list) -> Answer:
         if self._http is not None:
-            return self._http.post("runs/log-batch",
-                                   log_batch_body(self.run_id, metrics, params, tags))
+            return self._post("runs/log-batch",
+                              log_batch_body(self.run_id, metrics, params, tags))
+        self.requests += 1
         from mlflow.entities import Metric, Param, RunTag
 
         try:
@@ -392,9 +404,7 @@ class RunLogger:
     def _end_run(self, status: str) -> None:
         now_ms = int(time.time() * 1000)
         if self._http is not None:
-            self.requests += 1
-            answer = self._http.post("runs/update", update_run_body(self.run_id, status,
-                                                                    now_ms))
+            answer = self._post("runs/update", update_run_body(self.run_id, status, now_ms))
             if answer.verdict == "rejected":
                 self._record_drop([("status", (status, ""))], answer)
             elif answer.verdict != "ok":

@@ -33,7 +33,7 @@ CLI::
     python -m study.server start  [--study-dir DIR] [--port P] [--host H] [--timeout S]
                                   [--allowed-hosts NAME,...] [--workers N]
                                   [--backend-store-uri sqlite|postgres|URI]
-                                  [--artifacts-destination PATH|URI]
+                                  [--artifacts-destination PATH|URI] [--login]
                                   (DIR: the launcher's --runs-dir, default ``runs``)
     python -m study.server stop   [--study-dir DIR]   (and the folder's PostgreSQL, if any)
     python -m study.server status [--study-dir DIR] [--json]
@@ -418,16 +418,21 @@ def credentials_from_env() -> tuple[str, str] | None:
     return None
 
 
-def _auth_env(paths: _Paths, host: str) -> dict[str, str]:
-    """Child environment turning MLflow's basic-auth on; empty for a loopback bind.
+def _auth_env(paths: _Paths, host: str, login: bool = False) -> dict[str, str]:
+    """Child environment turning MLflow's basic-auth on; empty for a loopback bind unless
+    ``login`` asks for it there too.
 
     A non-loopback bind without credentials is refused. The password goes to the server
     through its environment only (``MLFLOW_AUTH_ADMIN_PASSWORD``): never on its command line
     (logged in ``server.log``), in ``server.json`` or in ``basic_auth.ini``.
     """
-    if is_loopback(host):
+    if is_loopback(host) and not login:
         return {}
     creds = credentials_from_env()
+    if creds is None and login:
+        raise ServerError("the MLflow login (basic-auth) needs credentials: set "
+                          "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or "
+                          f"{CREDENTIALS_FILE_ENV}")
     if creds is None:
         raise ServerError(
             f"binding the MLflow server to {host} exposes it beyond this machine, so it needs "
@@ -458,12 +463,12 @@ def _auth_env(paths: _Paths, host: str) -> dict[str, str]:
 
 def _spawn(
     paths: _Paths, store: StoreChoice, host: str, port: int, workers: int,
-    extra_hosts: Sequence[str] = ()
+    extra_hosts: Sequence[str] = (), login: bool = False
 ) -> tuple[ServerInfo, subprocess.Popen]:
     """Start the server detached (own session), logging to ``server.log``; no waiting."""
     if "://" not in store.artifacts:
         Path(store.artifacts).mkdir(parents=True, exist_ok=True)
-    auth_env = _auth_env(paths, host)
+    auth_env = _auth_env(paths, host, login)
     cmd = _server_command(store, host, port, workers, auth=bool(auth_env),
                           allowed=allowed_hosts(host, extra_hosts))
     with paths.log.open("ab") as log:
@@ -512,6 +517,7 @@ def ensure_server(
     extra_hosts: Sequence[str] = (),
     backend: str | None = None,
     artifacts: str | None = None,
+    login: bool = False,
 ) -> ServerInfo:
     """Reuse the study's running MLflow server, or start one and wait for ``/health``.
 
@@ -520,6 +526,7 @@ def ensure_server(
     worker processes (``workers_for(concurrency)``). None keeps what the folder's server
     used last (SQLite, 1 worker, ``mlflow/artifacts`` the first time; PostgreSQL when the
     folder has one). A running server asked for other settings is restarted with them.
+    ``login``: MLflow's basic-auth also on a loopback bind (always on for an exposed one).
 
     Reuse: the server recorded in ``server.json`` whose process is alive and answers
     ``/health`` (one still starting up is waited for). Otherwise a new server starts on
@@ -538,6 +545,8 @@ def ensure_server(
         previous = _read_record(paths)
         if previous is not None and _is_our_server(previous):
             wanted = _changed_settings(previous, backend, artifacts, workers, study_dir)
+            if login and previous.auth is None:
+                wanted = ", ".join(filter(None, [wanted, "login on"]))
             if wanted:
                 logger.warning("restarting the MLflow server with %s", wanted)
                 _stop(paths, previous)
@@ -559,15 +568,15 @@ def ensure_server(
                 _stop(paths, previous)
         if port is not None and not proc.port_free(host, port):
             raise ValueError(f"port {port} on {host} is in use; pick another or omit --port")
-        if not is_loopback(host):
-            _auth_env(paths, host)  # refuses an exposed bind without credentials, before spawning
+        if not is_loopback(host) or login:
+            _auth_env(paths, host, login)  # refuses a login without credentials, before spawning
         _warn_if_exposed(host)
         store = _choose_store(study_dir, paths, backend, artifacts, previous, timeout_s)
         n_workers = workers or (previous.workers if previous is not None else 1)
         attempts = 1 if port is not None else 2  # an auto-picked port may be taken meanwhile
         for attempt in range(attempts):
             chosen = port if port is not None else _choose_port(paths, host, previous)
-            info, child = _spawn(paths, store, host, chosen, n_workers, extra_hosts)
+            info, child = _spawn(paths, store, host, chosen, n_workers, extra_hosts, login)
             logger.info("starting MLflow server on %s (pid %d)", info.url, info.pid)
             try:
                 _wait_healthy(info, timeout_s, child)
@@ -664,6 +673,7 @@ class _CliArgs:
     workers: int | None = None
     backend: str | None = None
     artifacts: str | None = None
+    login: bool = False
 
 
 def _parse(argv: list[str] | None) -> _CliArgs:
@@ -694,6 +704,9 @@ def _parse(argv: list[str] | None) -> _CliArgs:
     p.add_argument("--artifacts-destination", default=None, dest="artifacts",
                    help="artifact store: a folder (shared, e.g. NFS) or s3://, gs:// "
                    "(default: DIR/mlflow/artifacts)")
+    p.add_argument("--login", action="store_true",
+                   help="MLflow's login (basic-auth) on a loopback bind too (always on for "
+                   "another address)")
     p.add_argument("--json", action="store_true", dest="as_json", help="machine-readable output")
     ns = p.parse_args(argv)
     if ns.workers is not None and ns.workers < 1:
@@ -707,7 +720,7 @@ def _cmd_start(args: _CliArgs) -> int:
         info = ensure_server(args.study_dir, host=args.host, port=args.port,
                              timeout_s=args.timeout_s, extra_hosts=args.extra_hosts,
                              workers=args.workers, backend=args.backend,
-                             artifacts=args.artifacts)
+                             artifacts=args.artifacts, login=args.login)
     except (ServerError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
