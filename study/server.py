@@ -518,6 +518,7 @@ def ensure_server(
     backend: str | None = None,
     artifacts: str | None = None,
     login: bool = False,
+    default_workers: int = 1,
 ) -> ServerInfo:
     """Reuse the study's running MLflow server, or start one and wait for ``/health``.
 
@@ -527,6 +528,8 @@ def ensure_server(
     used last (SQLite, 1 worker, ``mlflow/artifacts`` the first time; PostgreSQL when the
     folder has one). A running server asked for other settings is restarted with them.
     ``login``: MLflow's basic-auth also on a loopback bind (always on for an exposed one).
+    ``default_workers``: the workers of a first start when ``workers`` is None (the
+    launcher's ``workers_for(concurrency)``).
 
     Reuse: the server recorded in ``server.json`` whose process is alive and answers
     ``/health`` (one still starting up is waited for). Otherwise a new server starts on
@@ -572,7 +575,7 @@ def ensure_server(
             _auth_env(paths, host, login)  # refuses a login without credentials, before spawning
         _warn_if_exposed(host)
         store = _choose_store(study_dir, paths, backend, artifacts, previous, timeout_s)
-        n_workers = workers or (previous.workers if previous is not None else 1)
+        n_workers = workers or max(default_workers, previous.workers if previous else 1)
         attempts = 1 if port is not None else 2  # an auto-picked port may be taken meanwhile
         for attempt in range(attempts):
             chosen = port if port is not None else _choose_port(paths, host, previous)

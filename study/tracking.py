@@ -21,13 +21,21 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from study import _mlflow_limits as lim
-from study._mlflow_logger import RetryPolicy, RunLogger, TerminalStatus, replay_spilled
+from study._mlflow_logger import (
+    LOGGING_ERRORS_TAG,
+    RetryPolicy,
+    RunLogger,
+    TerminalStatus,
+    default_spill_dir,
+    replay_spilled,
+)
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "PARENT_TAG", "RetryPolicy", "RunLogger", "TerminalStatus", "child_runs", "client_for",
-    "close_dangling_runs", "experiment_for", "find_child_run", "replay_spilled",
+    "LOGGING_ERRORS_TAG", "PARENT_TAG", "RetryPolicy", "RunLogger", "TerminalStatus",
+    "child_runs", "client_for", "close_dangling_runs", "default_spill_dir", "experiment_for",
+    "find_child_run", "replay_spilled",
     "start_child_run", "start_parent_run",
 ]
 
