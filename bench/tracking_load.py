@@ -80,6 +80,7 @@ class TrialStats:
     finished: bool = False
     cut: bool = False
     dropped: int = 0
+    reconnects: int = 0
 
 
 def _timed(stats: TrialStats, call):  # type: ignore[no-untyped-def]
@@ -135,6 +136,7 @@ def simulated_trial(uri: str, exp_id: str, parent: str, index: int, cfg: LoadCon
     stats.requests += log.requests
     stats.errors["logger: not accepted (retried)"] += log.failed_requests
     stats.dropped = len(log.dropped)
+    stats.reconnects = log.reconnects
 
 
 def _complete(client, run_id: str, cfg: LoadConfig) -> bool:  # type: ignore[no-untyped-def]
@@ -203,6 +205,7 @@ def run_load(cfg: LoadConfig, keep: Path | None = None) -> dict:
                        "start_s": round(started_s, 1)},
             "errors": sum(errors.values()), "errors_by_kind": dict(errors.most_common()),
             "requests": requests, "requests_per_s": round(requests / wall, 1),
+            "stale_connections_resent": sum(s.reconnects for s in stats),
             "latency_s": {"p50": round(_pct(latencies, 50), 3),
                           "p95": round(_pct(latencies, 95), 3),
                           "p99": round(_pct(latencies, 99), 3),

@@ -204,6 +204,11 @@ class RunLogger:
     # ------------------------------------------------------------ buffering
 
     @property
+    def reconnects(self) -> int:
+        """Requests sent again at once after a stale kept-alive connection (``Sender``)."""
+        return self._sender.reconnects if self._sender is not None else 0
+
+    @property
     def pending(self) -> dict[str, int]:
         """Counts of what is buffered and not yet delivered."""
         return {"metrics": len(self._metrics), "params": len(self._params),

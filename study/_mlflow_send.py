@@ -15,7 +15,9 @@
 
 Requests go out once (no retries inside: ``max_retries=0``) so that the logger's own backoff
 and buffering are the only policy, and a down server costs a refused connection, not MLflow's
-minutes of built-in retries.
+minutes of built-in retries. One exception: a kept-alive connection that the server closed
+just as the request left ("Connection aborted", no answer) is retried once at once on a new
+connection (counted in ``Sender.reconnects``) — a race of idle connections, not a failure.
 """
 
 from __future__ import annotations
@@ -106,21 +108,35 @@ class Sender:
         self.tracking_uri = tracking_uri
         self._creds = get_default_host_creds(tracking_uri)
         self._timeout = (connect_timeout_s, read_timeout_s)
+        self.reconnects = 0  # requests sent again after a stale kept-alive connection
 
     def post(self, endpoint: str, body: dict[str, Any]) -> Answer:
         """POST ``body`` to ``/api/2.0/mlflow/<endpoint>`` and classify the answer."""
         from mlflow.exceptions import InvalidUrlException
         from mlflow.utils.rest_utils import http_request
 
-        try:
-            response = http_request(
-                self._creds, f"/api/2.0/mlflow/{endpoint}", "POST", max_retries=0,
-                backoff_factor=0, timeout=self._timeout, raise_on_status=False, json=body)
-        except InvalidUrlException as e:
-            return Answer("refused", f"invalid tracking URI {self.tracking_uri}: {e}")
-        except Exception as e:  # noqa: BLE001 - no answer: refused, reset, timed out
-            return Answer("transient", f"{type(e).__name__}: {str(e)[:300]}")
-        return classify(response.status_code, response.text)
+        for attempt in (0, 1):
+            try:
+                response = http_request(
+                    self._creds, f"/api/2.0/mlflow/{endpoint}", "POST", max_retries=0,
+                    backoff_factor=0, timeout=self._timeout, raise_on_status=False, json=body)
+            except InvalidUrlException as e:
+                return Answer("refused", f"invalid tracking URI {self.tracking_uri}: {e}")
+            except Exception as e:  # noqa: BLE001 - no answer: refused, reset, timed out
+                if attempt == 0 and _stale_connection(e):
+                    self.reconnects += 1
+                    continue
+                return Answer("transient", f"{type(e).__name__}: {str(e)[:300]}")
+            return classify(response.status_code, response.text)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _stale_connection(e: BaseException) -> bool:
+    """The server closed a kept-alive connection as the request went out (no answer at all;
+    a refused connection or a timeout is not this)."""
+    text = str(e)
+    return "RemoteDisconnected" in text or ("Connection aborted" in text
+                                            and "timed out" not in text)
 
 
 def log_batch_body(run_id: str, metrics: list[tuple[str, float, int, int]],

@@ -71,6 +71,7 @@ DEFAULT_STUDY_DIR = Path("runs")  # the launcher's --runs-dir default
 _STOP_GRACE_S = 10.0
 _SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 CREDENTIALS_FILE_ENV = "TLSTUDY_MLFLOW_CREDENTIALS"
+KEEP_ALIVE_S = 120  # uvicorn's idle keep-alive (its default is 5 s)
 AUTH_CACHE_TTL_S = 300  # MLflow's basic-auth login cache (0, its default, hashes per request)
 
 
@@ -307,6 +308,9 @@ def _server_command(store: StoreChoice, host: str, port: int, workers: int,
         "--host", host,
         "--port", str(port),
         "--workers", str(workers),
+        # keep idle client connections longer than uvicorn's 5 s, so a trial's per-epoch
+        # request rarely meets a connection the server is closing (RemoteDisconnected)
+        "--uvicorn-opts", f"--timeout-keep-alive {KEEP_ALIVE_S}",
         *(["--app-name", "basic-auth"] if auth else []),
         *(["--allowed-hosts", ",".join(allowed)] if allowed else []),
     ]
