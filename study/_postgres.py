@@ -225,7 +225,7 @@ def _initdb(paths: _Paths, timeout_s: float) -> None:
          "initdb", timeout_s)
     with (paths.data / "postgresql.conf").open("a") as f:
         f.write("\n# tlstudy: unix socket only; enough connections for several MLflow workers\n"
-                "listen_addresses = ''\nmax_connections = 300\n")
+                "listen_addresses = ''\nmax_connections = 400\n")
 
 
 def _create_databases(info: PostgresInfo, timeout_s: float) -> None:

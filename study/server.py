@@ -71,6 +71,7 @@ DEFAULT_STUDY_DIR = Path("runs")  # the launcher's --runs-dir default
 _STOP_GRACE_S = 10.0
 _SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 CREDENTIALS_FILE_ENV = "TLSTUDY_MLFLOW_CREDENTIALS"
+PG_POOL = (10, 30)  # SQLAlchemy pool size + overflow per worker on the folder's PostgreSQL
 KEEP_ALIVE_S = 120  # uvicorn's idle keep-alive (its default is 5 s)
 AUTH_CACHE_TTL_S = 300  # MLflow's basic-auth login cache (0, its default, hashes per request)
 
@@ -299,6 +300,17 @@ def capacity_warning(info: ServerInfo, concurrency: int) -> str | None:
             f"{' --backend-store-uri postgres' if kind == 'sqlite' else ''}).")
 
 
+def _pool_env(store: StoreChoice) -> dict[str, str]:
+    """A bigger SQLAlchemy pool per worker on the folder's own PostgreSQL (10 + 30 instead of
+    5 + 10, within its max_connections for 8 workers): under load a request then waits for the
+    CPU instead of failing after 30 s without a connection. SQLite (one writer) and a team's
+    PostgreSQL (its own connection limit) keep MLflow's default."""
+    if store.kind != "postgres":
+        return {}
+    return {"MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": str(PG_POOL[0]),
+            "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": str(PG_POOL[1])}
+
+
 def _server_command(store: StoreChoice, host: str, port: int, workers: int,
                     auth: bool = False, allowed: Sequence[str] = ()) -> list[str]:
     return [
@@ -481,7 +493,7 @@ def _spawn(
         log.flush()
         child = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            cwd=paths.root, env={**os.environ, **_SERVER_ENV, **auth_env},
+            cwd=paths.root, env={**os.environ, **_SERVER_ENV, **_pool_env(store), **auth_env},
             start_new_session=True,
         )
     url_host = f"[{host}]" if ":" in host else host
