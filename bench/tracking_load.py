@@ -75,6 +75,7 @@ class LoadConfig:
 class TrialStats:
     run_id: str | None = None
     latencies: list[float] = field(default_factory=list)
+    start_latencies: list[float] = field(default_factory=list)  # search + create-run
     requests: int = 0
     errors: Counter = field(default_factory=Counter)
     finished: bool = False
@@ -96,6 +97,7 @@ def _timed(stats: TrialStats, call):  # type: ignore[no-untyped-def]
         raise
     finally:
         stats.latencies.append(time.monotonic() - started)
+        stats.start_latencies.append(time.monotonic() - started)
 
 
 def simulated_trial(uri: str, exp_id: str, parent: str, index: int, cfg: LoadConfig,
@@ -178,6 +180,7 @@ def run_load(cfg: LoadConfig, keep: Path | None = None) -> dict:
         exp_id = tracking.experiment_for(client, "load")
         parent = tracking.start_parent_run(client, exp_id)
         stats = [TrialStats() for _ in range(cfg.trials)]
+        load_before = [round(x, 2) for x in os.getloadavg()]
         spill = runs / "spill"
         begin = time.monotonic()
         deadline = begin + cfg.max_seconds
@@ -193,6 +196,8 @@ def run_load(cfg: LoadConfig, keep: Path | None = None) -> dict:
         os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES")  # the check may retry
         complete = sum(1 for s in stats if s.run_id and _complete(client, s.run_id, cfg))
         latencies = [x for s in stats for x in s.latencies]
+        starts = [x for s in stats for x in s.start_latencies]
+        logged = [x for s in stats for x in s.latencies[len(s.start_latencies):]]
         errors: Counter = Counter()
         for s in stats:
             errors.update(s.errors)
@@ -211,12 +216,17 @@ def run_load(cfg: LoadConfig, keep: Path | None = None) -> dict:
                           "p99": round(_pct(latencies, 99), 3),
                           "max": round(max(latencies, default=float("nan")), 3),
                           "mean": round(statistics.fmean(latencies), 3) if latencies else None},
+            "latency_s_start_requests": {q: round(_pct(starts, int(q[1:])), 3)
+                                         for q in ("p50", "p95", "p99")},
+            "latency_s_logger_requests": {q: round(_pct(logged, int(q[1:])), 3)
+                                          for q in ("p50", "p95", "p99")},
             "runs_started": sum(1 for s in stats if s.run_id),
             "runs_complete": complete, "trials": cfg.trials,
             "runs_cut_at_deadline": sum(s.cut for s in stats), "threads_hung": hung,
             "entries_dropped": sum(s.dropped for s in stats), "runs_spilled": spilled,
             "wall_s": round(wall, 1),
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                        "load_avg_before": load_before,
                         "load_avg_after": [round(x, 2) for x in os.getloadavg()]},
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
@@ -234,8 +244,11 @@ def summary_line(r: dict) -> str:
     return (f"{c['store']}{'+login' if c['login'] else ''} workers={c['workers']} "
             f"{r['mode']} trials={c['trials']}x{c['epochs']}ep: errors {r['errors']}/"
             f"{r['requests']}, {r['requests_per_s']} req/s, p50 {lat['p50']} s, p95 "
-            f"{lat['p95']} s, p99 {lat['p99']} s, complete {r['runs_complete']}/{c['trials']}, "
-            f"dropped {r['entries_dropped']}, spilled {r['runs_spilled']}, wall {r['wall_s']} s")
+            f"{lat['p95']} s, p99 {lat['p99']} s (epoch requests p95 "
+            f"{r['latency_s_logger_requests']['p95']} s), "
+            f"complete {r['runs_complete']}/{c['trials']}, "
+            f"dropped {r['entries_dropped']}, spilled {r['runs_spilled']}, wall {r['wall_s']} s, "
+            f"load avg {r['machine']['load_avg_before'][0]}")
 
 
 def main(argv: list[str] | None = None) -> int:
