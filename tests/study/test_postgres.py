@@ -148,7 +148,8 @@ def test_as_root_an_unreachable_runs_folder_is_named(tmp_path: Path) -> None:
 
 
 def test_workers_and_capacity_warning() -> None:
-    assert [workers_for(n) for n in (1, 16, 17, 32, 64, 1000)] == [1, 1, 2, 2, 4, 8]
+    assert [workers_for(n, cpus=16) for n in (1, 16, 17, 32, 64, 1000)] == [1, 1, 2, 2, 4, 8]
+    assert [workers_for(n, cpus=2) for n in (1, 16, 64)] == [1, 1, 2]  # at most one per core
 
     def server(store: str, workers: int) -> ServerInfo:
         uri = "sqlite:////x/mlflow.db" if store == "sqlite" else "postgresql+psycopg2://u@/m"
@@ -158,7 +159,8 @@ def test_workers_and_capacity_warning() -> None:
 
     assert capacity_warning(server("sqlite", 1), 16) is None
     warning = capacity_warning(server("sqlite", 1), 32)
-    assert warning is not None and "--workers 2" in warning and "postgres" in warning
+    assert warning is not None and "--workers " in warning and "postgres" in warning
+    assert capacity_warning(server("postgres", 2), 64) is None
     assert capacity_warning(server("postgres", 4), 64) is None
     assert capacity_warning(server("postgres", 4), 65) is not None
     assert server_status(Path("/nonexistent-runs")).state == "stopped"
