@@ -162,3 +162,23 @@ def test_one_request_per_epoch_and_no_health_probe(
     run = mlflow_client.get_run(run_id)
     assert run.data.params["wd"] == "0.0001" and run.data.tags["node_id"] == "abc"
     assert len(_history(mlflow_client, run_id, "m5")) == 10
+
+
+def test_the_report_names_runs_with_logging_errors(
+        proxy: FaultProxy, mlflow_client: MlflowClient, tmp_path: Path) -> None:
+    """A dropped entry is a line in the report's problems, naming the run and what was lost."""
+    from dashboards._load import load_study
+
+    study = f"report-errors-{time.time_ns()}"
+    exp = experiment_for(mlflow_client, study)
+    parent = start_parent_run(mlflow_client, exp)
+    child = start_child_run(mlflow_client, exp, parent, phase="evaluate", variant="FT",
+                            split=0, trial=0, params={"lr": 0.1})
+    log = RunLogger(proxy.url, child, policy=FAST, spill_dir=tmp_path)
+    log.params({"lr": 0.2})  # rejected by the real server: params are immutable
+    assert log.finish() is True
+    problems = load_study(mlflow_client, study, parent, during_study=True).problems
+    lines = [p for p in problems if "MLflow rejected part of what it logged" in p]
+    assert lines == [f"run evaluate-FT-s0-t0: MLflow rejected part of what it logged "
+                     f"({mlflow_client.get_run(child).data.tags['logging_errors']})"]
+    assert "param lr" in lines[0]
