@@ -182,3 +182,19 @@ def test_the_report_names_runs_with_logging_errors(
     assert lines == [f"run evaluate-FT-s0-t0: MLflow rejected part of what it logged "
                      f"({mlflow_client.get_run(child).data.tags['logging_errors']})"]
     assert "param lr" in lines[0]
+
+
+def test_a_trial_start_waits_out_a_busy_server(proxy: FaultProxy,
+                                               mlflow_client: MlflowClient) -> None:
+    """Pool exhausted on create-run (MLflow's client does not retry a 400): the trial's start
+    retries instead of failing the trial; one run, not two."""
+    from study.tracking import child_runs, client_for
+
+    exp = experiment_for(mlflow_client, f"start-busy-{time.time_ns()}")
+    parent = start_parent_run(mlflow_client, exp)
+    proxy.inject("runs/create", Fault.pool_exhausted(), times=2)
+    run_id = start_child_run(client_for(proxy.url), exp, parent, phase="search", variant="FT",
+                             split=0, trial=7, params={"lr": 0.1})
+    assert proxy.injected["/api/2.0/mlflow/runs/create"] == 2
+    assert [r.info.run_id for r in child_runs(mlflow_client, exp, parent)] == [run_id]
+    assert mlflow_client.get_run(run_id).data.params == {"lr": "0.1"}
