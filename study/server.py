@@ -278,30 +278,39 @@ def workers_for(concurrency: int, cpus: int | None = None) -> int:
     return max(1, min(8, cores, -(-int(concurrency) // 16)))
 
 
-# What the load test (bench/tracking_load.py, RELIABILITY.md) saw each store hold with 0 errors
-# and every history complete, per server worker count: concurrent trials.
-HELD_IN_LOAD_TEST = {("sqlite", 1): 16, ("postgres", 1): 16, ("sqlite", 4): 32,
-                     ("postgres", 2): 64, ("postgres", 4): 64}
+# What the load test (bench/tracking_load.py, RELIABILITY.md, issue 16) saw each store hold
+# with 0 errors and every history complete, per server worker count: concurrent trials.
+# "postgres": the runs folder's own (pool 10 + 30 per worker); "postgres-uri": a PostgreSQL
+# given by URI (MLflow's default pool, 5 + 10).
+HELD_IN_LOAD_TEST = {("sqlite", 1): 16, ("sqlite", 4): 32, ("postgres", 1): 16,
+                     ("postgres", 2): 64, ("postgres", 4): 64, ("postgres-uri", 1): 16,
+                     ("postgres-uri", 4): 32}
 
 
 def capacity_warning(info: ServerInfo, concurrency: int) -> str | None:
     """A warning when ``concurrency`` trials exceed what this server's store and worker count
     held in the load test (None when within it, or not measured for a given URI)."""
-    kind = "postgres" if info.backend_uri.startswith("postgres") else (
-        "sqlite" if info.backend_uri.startswith("sqlite") else None)
-    if kind is None:
+    if info.backend_uri.startswith("sqlite"):
+        kind = "sqlite"
+    elif info.backend_uri.startswith("postgres"):
+        kind = "postgres" if info.store == "postgres" else "postgres-uri"
+    else:
         return None
     measured = [(w, n) for (k, w), n in HELD_IN_LOAD_TEST.items()
                 if k == kind and w <= info.workers]
     held = max((n for _, n in measured), default=0)
     if concurrency <= held:
         return None
+    more = workers_for(concurrency)
+    fixes = [f"--workers {more}"] if more > info.workers else []
+    if kind != "postgres":
+        fixes.append("--backend-store-uri postgres")
+    advice = (f"restart the server with {' '.join(fixes)} (python -m study.server stop, "
+              "then start)" if fixes else "give the server a machine with more cores")
     return (f"{concurrency} concurrent trials against an MLflow server on {kind} with "
             f"{info.workers} worker(s): the load test saw this store hold {held or 'none'} "
             f"(RELIABILITY.md); beyond that it answered pool-exhausted errors. Trials keep "
-            f"their metrics and retry, but may slow. Restart the server with more workers "
-            f"(python -m study.server stop, then start --workers {workers_for(concurrency)}"
-            f"{' --backend-store-uri postgres' if kind == 'sqlite' else ''}).")
+            f"their metrics and retry, but may slow: {advice}.")
 
 
 def _pool_env(store: StoreChoice) -> dict[str, str]:

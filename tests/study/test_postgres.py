@@ -3,6 +3,7 @@ several workers, and Optuna on the same database server: real processes, no mock
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -163,4 +164,7 @@ def test_workers_and_capacity_warning() -> None:
     assert capacity_warning(server("postgres", 2), 64) is None
     assert capacity_warning(server("postgres", 4), 64) is None
     assert capacity_warning(server("postgres", 4), 65) is not None
+    team = dataclasses.replace(server("postgres", 4), store="uri")  # MLflow's default pool
+    assert capacity_warning(team, 32) is None
+    assert "--backend-store-uri postgres" in (capacity_warning(team, 64) or "")
     assert server_status(Path("/nonexistent-runs")).state == "stopped"
