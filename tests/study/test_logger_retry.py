@@ -198,3 +198,23 @@ def test_a_trial_start_waits_out_a_busy_server(proxy: FaultProxy,
     assert proxy.injected["/api/2.0/mlflow/runs/create"] == 2
     assert [r.info.run_id for r in child_runs(mlflow_client, exp, parent)] == [run_id]
     assert mlflow_client.get_run(run_id).data.params == {"lr": "0.1"}
+
+
+def test_replay_takes_only_its_servers_spills(
+        proxy: FaultProxy, run_id: str, mlflow_client: MlflowClient, tmp_path: Path) -> None:
+    """A spill folder shared by studies on one machine: each study replays its own server's
+    files (as the next trial and the end of a study do) and leaves the others."""
+    from study import _mlflow_proc as proc
+
+    proxy.inject("runs/log-batch", TRANSIENT["unavailable-503"], times=1)
+    mine = RunLogger(proxy.url, run_id, policy=FAST, spill_dir=tmp_path)
+    mine.metrics(1, {"val_loss": 0.5})
+    assert mine.finish(wait_s=0) is False  # one try, 503: spilled
+    dead = f"http://127.0.0.1:{proc.free_port('127.0.0.1')}"
+    other = RunLogger(dead, "0" * 32, policy=FAST, spill_dir=tmp_path)
+    other.metrics(1, {"x": 1.0})
+    assert other.finish(wait_s=0) is False  # spilled for a server that is gone
+    assert replay_spilled(tmp_path, only_uri=proxy.url, wait_s=0) == 1
+    assert [p.name for p in tmp_path.glob("*.pending.json")] == [f"{'0' * 32}.pending.json"]
+    assert _history(mlflow_client, run_id, "val_loss") == [(1, 0.5)]
+    assert mlflow_client.get_run(run_id).info.status == "FINISHED"
