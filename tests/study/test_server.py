@@ -147,3 +147,14 @@ def test_cli_parses_store_options(tmp_path: Path) -> None:
         "postgres", "s3://bucket/tlstudy", 4, True)
     with pytest.raises(SystemExit):
         server._parse(["start", "--workers", "0"])
+
+
+def test_the_launcher_sizes_the_server_from_the_trials_it_can_run() -> None:
+    from search_spaces import load_spec
+    from study.launch import expected_concurrency
+
+    spec = load_spec("smoke")
+    cpus = spec.resources.cpus
+    assert expected_concurrency(spec, {"CPU": 64 * cpus, "GPU": 0}) == 64
+    assert expected_concurrency(spec, {"CPU": 0.5 * cpus}) == 1
+    assert server.workers_for(expected_concurrency(spec, {"CPU": 64 * cpus}), cpus=4) == 4
