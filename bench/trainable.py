@@ -14,7 +14,7 @@ Threads default to 1: on a busy CPU oversubscribed OpenMP threads slow both loop
 On CUDA it also measures Inception-v3 at 299 px, batch 128, bf16 + channels-last (random init:
 speed does not depend on the weights), bare and trainable.
 
-    python bench/trainable.py                      # CPU defaults: ~1 min on 2 cores
+    python bench/trainable.py                      # CPU defaults: ~3 min on 2 cores
     python bench/trainable.py --size 96 --batch 64 --train 512 --json bench/results/x.json
 """
 
@@ -125,6 +125,10 @@ def compare(cfg: TrainConfig, n_train: int, n_val: int, repeats: int) -> dict:
     }
     row["ratio"] = row["trainable_img_s"] / row["bare_img_s"]
     row["ratio_best"] = max(train) / max(bare)  # robust to other load on a shared machine
+    pairs = sorted(t / b for t, b in zip(train, bare, strict=True))  # interleaved runs
+    row["pair_ratios"] = [round(r, 3) for r in pairs]
+    row["ratio_min"], row["ratio_median"], row["ratio_max"] = (
+        pairs[0], statistics.median(pairs), pairs[-1])
     return row
 
 
@@ -135,6 +139,8 @@ def _print(row: dict) -> None:
     print(f"  trainable        {row['trainable_img_s']:9.1f} img/s   runs {row['trainable_runs']}")
     print(f"  ratio            {row['ratio']:9.3f}   (medians; best-of-runs "
           f"{row['ratio_best']:.3f})")
+    print(f"  ratio per interleaved pair: min {row['ratio_min']:.3f}, median "
+          f"{row['ratio_median']:.3f}, max {row['ratio_max']:.3f} over {len(row['pair_ratios'])}")
     print(f"  trainable, whole epoch (+val, +checkpoint) "
           f"{row['trainable_whole_epoch_img_s']:.1f} img/s", flush=True)
 
@@ -147,9 +153,10 @@ def main(argv: list[str] | None = None) -> None:
                    help="ROI = input side, px (default 64 on CPU, 224 on CUDA)")
     p.add_argument("--batch", type=int, default=None, help="default 32 on CPU, 128 on CUDA")
     p.add_argument("--train", type=int, default=None,
-                   help="training images per epoch (default 192 on CPU, 2048 on CUDA)")
+                   help="training images per epoch (default 384 on CPU, 2048 on CUDA)")
     p.add_argument("--val", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=7,
+                   help="interleaved bare/trainable pairs (min/median/max of their ratios)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: stable on a shared CPU; 0 = torch's own)")
@@ -162,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     common = dict(max_epochs=2, device=a.device, threads=a.threads or None, bf16=not a.no_bf16,
                   pretrained=False, early_stopping_patience=None)
     cuda = resolve_device(a.device).type == "cuda"
-    size, batch, n_train = (224, 128, 2048) if cuda else (64, 32, 192)
+    size, batch, n_train = (224, 128, 2048) if cuda else (64, 32, 384)
     cfg = TrainConfig(RegimeConfig(a.variant), backbone=a.backbone, input_size=a.size or size,
                       batch_size=a.batch or batch, **common)
     rows = [compare(cfg, a.train or n_train, a.val, a.repeats)]

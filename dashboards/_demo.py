@@ -1,8 +1,9 @@
 """Synthetic study runs for ``python -m dashboards.report --smoke-test``: the whole report
 (compute, draw, write) without an MLflow server, on made-up numbers that say so on the page.
 
-Seven variants × five splits like the paper, 60 test samples per split (same ids for every
-variant of a split), P(malignant) drawn so that the AUCs fall in the paper's order, times near
+Seven variants × five folds like the paper, 60 test views per split (30 lesions seen in two
+views; same ids for every variant of a split) and 40 validation views, P(malignant) drawn so
+that the AUCs fall in the paper's order, times near
 the paper's Table 1, six search trials per (variant, split) with some stopped by ASHA.
 """
 
@@ -26,16 +27,30 @@ def demo_runs(seed: int = 0, n_splits: int = 5, n_test: int = 60, trials: int = 
     rng = np.random.default_rng(seed)
     paper = paper_table1()
     evals, preds, searches = [], [], []
+    vals = []
     for k in range(n_splits):
-        label = (rng.random(n_test) < 0.45).astype(int)
+        label = np.repeat((rng.random(n_test // 2) < 0.45).astype(int), 2)  # two views
         ids = [f"s{k}{i:03d}" for i in range(n_test)]
+        lesions = [f"l{k}{i // 2:03d}" for i in range(n_test)]
+        patients = [f"p{k}{i // 4:03d}" for i in range(n_test)]
+        val_label = np.repeat((rng.random(20) < 0.45).astype(int), 2)
         for v in PAPER_ORDER:
-            score = SEPARATION[v] * (2 * label - 1) + rng.normal(0, 1.3, n_test)
+            lesion_effect = np.repeat(rng.normal(0, 0.8, n_test // 2), 2)
+            score = SEPARATION[v] * (2 * label - 1) + lesion_effect + rng.normal(0, 1.0, n_test)
             p = 1 / (1 + np.exp(-score))
             run_id = f"demo-{v}-{k}"
-            preds.append(pd.DataFrame({"variant": v, "split": k, "run_id": run_id,
-                                       "sample_id": ids, "p_malignant": p, "label": label}))
-            evals.append({"run_id": run_id, "variant": v, "split": k, "status": "FINISHED",
+            preds.append(pd.DataFrame({"variant": v, "split": k, "seed": 0, "run_id": run_id,
+                                       "sample_id": ids, "cluster": lesions,
+                                       "patient": patients, "p_malignant": p, "label": label}))
+            val_score = SEPARATION[v] * (2 * val_label - 1) + rng.normal(0, 1.3, 40)
+            vals.append(pd.DataFrame({"variant": v, "split": k, "seed": 0, "run_id": run_id,
+                                      "sample_id": [f"v{k}{i:03d}" for i in range(40)],
+                                      "cluster": [f"m{k}{i // 2:03d}" for i in range(40)],
+                                      "patient": [f"q{k}{i // 2:03d}" for i in range(40)],
+                                      "p_malignant": 1 / (1 + np.exp(-val_score)),
+                                      "label": val_label}))
+            evals.append({"run_id": run_id, "variant": v, "split": k, "seed": 0,
+                          "status": "FINISHED",
                           "stop_reason": "early_stop", "start_time": k,
                           "duration_s": paper[v].time_min * 60,
                           "test_acc": float(((p >= 0.5) == label).mean()),
@@ -58,7 +73,9 @@ def demo_runs(seed: int = 0, n_splits: int = 5, n_test: int = 60, trials: int = 
                     "best_val_loss": loss + (0.1 if pruned else 0), "epoch": float(epochs),
                     "wall_time_s": np.nan if pruned else 30.0 * epochs})
     spec = {"name": "smoke-test", "variants": list(PAPER_ORDER),
-            "splits": {"n_splits": n_splits, "scheme": "repeated", "mode": "patient"},
+            "splits": {"n_splits": n_splits, "scheme": "kfold", "repeats": 1,
+                       "mode": "patient"},
+            "analysis": {"unit": "lesion"}, "compare": {"reference": "FTED"},
             "search": {"mode": "nested", "trials": trials,
                        "asha": {"max_epochs": max_epochs, "grace_period": 1,
                                 "reduction_factor": 2},
@@ -76,4 +93,5 @@ def demo_runs(seed: int = 0, n_splits: int = 5, n_test: int = 60, trials: int = 
         evaluations=pd.DataFrame(evals, columns=list(EVAL_COLUMNS)),
         searches=pd.DataFrame(searches, columns=list(SEARCH_COLUMNS)),
         predictions=pd.concat(preds, ignore_index=True), variants=PAPER_ORDER,
-        n_splits=n_splits, problems=(SMOKE_NOTE,))
+        n_splits=n_splits, problems=(SMOKE_NOTE,),
+        val_predictions=pd.concat(vals, ignore_index=True))

@@ -4,7 +4,9 @@ A study is an MLflow experiment; an execution is a parent run (no ``mlflow.paren
 whose children carry ``phase`` (search | evaluate), ``variant``, ``split`` and ``trial`` tags.
 :func:`load_study` returns a :class:`StudyRuns`: the parent's tags, params and
 ``study_spec.json``, one row per evaluation run, one row per search run, and the evaluation
-runs' per-sample test predictions (``test_predictions.json``) in long form. Whatever is missing
+runs' per-sample test (and validation) predictions (``test_predictions.json``,
+``val_predictions.json``) in long form, with each view's anonymous lesion (``cluster``) and
+patient ids. Whatever is missing
 or partial (no parent, a variant without a finished evaluation, a failed split, a predictions
 file absent) becomes a line in ``StudyRuns.problems`` instead of an exception.
 """
@@ -36,12 +38,13 @@ EVAL_METRICS = ("test_acc", "test_auc", "test_sensitivity", "test_specificity", 
 SEARCH_METRICS = ("best_val_loss", "best_val_acc", "best_val_auc", "val_loss", "val_acc",
                   "val_auc", "epoch", "epochs_run", "wall_time_s", "epoch_time_s")
 HYPER_PARAMS = ("regime.base_lr", "regime.lam", "optuna_trial")
-EVAL_COLUMNS = ("run_id", "variant", "split", "status", "stop_reason", "start_time",
+EVAL_COLUMNS = ("run_id", "variant", "split", "seed", "status", "stop_reason", "start_time",
                 "duration_s", "base_lr", "lam", *EVAL_METRICS)
 SEARCH_COLUMNS = ("run_id", "variant", "split", "trial", "optuna_trial", "status",
                   "stop_reason", "start_time", "duration_s", "base_lr", "lam", "hp",
                   *SEARCH_METRICS)
-PRED_COLUMNS = ("variant", "split", "run_id", "sample_id", "p_malignant", "label")
+PRED_COLUMNS = ("variant", "split", "seed", "run_id", "sample_id", "cluster", "patient",
+                "p_malignant", "label")
 
 
 class StudyNotFound(LookupError):
@@ -61,9 +64,13 @@ class StudyRuns:
         searches: one row per search run, any status (``SEARCH_COLUMNS``; ``hp`` holds all
             the run's params as strings, keyed by search-space name).
         predictions: per-sample test predictions of the finished evaluation runs used in the
-            tables (``PRED_COLUMNS``), one row per (variant, split, sample).
+            tables (``PRED_COLUMNS``), one row per (variant, split, seed, sample); ``cluster``
+            and ``patient`` are the anonymous lesion and patient ids (the sample id itself
+            when a run did not log them: then each view is its own cluster).
+        val_predictions: the same for the validation part of those runs (thresholds are
+            chosen on these), empty when not logged.
         variants: expected variants (the spec's, else what the runs show), paper order first.
-        n_splits: expected outer splits.
+        n_splits: expected outer splits (``n_splits × repeats`` for repeated k-fold).
         problems: what is missing or partial, one human-readable line each.
     """
 
@@ -81,15 +88,20 @@ class StudyRuns:
     variants: tuple[str, ...]
     n_splits: int
     problems: tuple[str, ...] = field(default=())
+    val_predictions: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=list(PRED_COLUMNS)))
 
     @property
     def finished_evaluations(self) -> pd.DataFrame:
         """The evaluation runs the tables use: FINISHED, with a test accuracy; the newest run
-        when a (variant, split) was evaluated twice."""
+        when a (variant, split, seed) was evaluated twice."""
         ev = self.evaluations
+        if "seed" not in ev:
+            ev = ev.assign(seed=0)
         ok = ev[(ev["status"] == "FINISHED") & ev["test_acc"].notna()]
-        ok = ok.sort_values("start_time").drop_duplicates(["variant", "split"], keep="last")
-        return ok.sort_values(["variant", "split"]).reset_index(drop=True)
+        ok = ok.sort_values("start_time").drop_duplicates(["variant", "split", "seed"],
+                                                          keep="last")
+        return ok.sort_values(["variant", "split", "seed"]).reset_index(drop=True)
 
 
 def variant_order(names: Any) -> list[str]:
@@ -170,7 +182,9 @@ def _load(client: MlflowClient, study: str, run_id: str | None,
     problems += _coverage_problems(runs)
     predictions, pred_problems = _predictions(client, runs.finished_evaluations)
     problems += pred_problems
-    return replace(runs, predictions=predictions, problems=tuple(problems))
+    val_predictions, _ = _predictions(client, runs.finished_evaluations, "val")
+    return replace(runs, predictions=predictions, val_predictions=val_predictions,
+                   problems=tuple(problems))
 
 
 # ------------------------------------------------------------------------- helpers
@@ -200,9 +214,11 @@ def _row(run: Any, metrics: tuple[str, ...]) -> dict[str, Any]:
     tags, params, info = run.data.tags, run.data.params, run.info
     start, end = info.start_time, info.end_time
     split = tags.get("split", "")
+    seed = tags.get("seed", params.get("seed", "0"))
     return {  # "hp": every param, "regime." dropped (search-space names)
         "run_id": info.run_id, "variant": tags.get("variant", "?"),
         "split": int(split) if split.lstrip("-").isdigit() else -1,
+        "seed": int(seed) if str(seed).isdigit() else 0,
         "trial": tags.get("trial", ""), "optuna_trial": _num(params.get("optuna_trial")),
         "status": info.status, "stop_reason": tags.get("stop_reason", ""),
         "start_time": start or 0,
@@ -218,10 +234,16 @@ def _frame(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> pd.DataFrame
     return df.astype({"split": int}) if len(df) else df
 
 
+def expected_splits(splits: dict[str, Any]) -> int:
+    """Outer splits of a spec's ``splits`` section: ``n_splits × repeats`` for k-fold."""
+    n = int(splits["n_splits"])
+    return n * int(splits.get("repeats", 1)) if splits.get("scheme") == "kfold" else n
+
+
 def _expected(spec: dict | None, evaluations: pd.DataFrame,
               searches: pd.DataFrame) -> tuple[list[str], int]:
     if spec is not None:
-        return variant_order(spec.get("variants", [])), int(spec["splits"]["n_splits"])
+        return variant_order(spec.get("variants", [])), expected_splits(spec["splits"])
     seen = list(evaluations["variant"]) + list(searches["variant"])
     splits = list(evaluations["split"]) + list(searches["split"])
     return variant_order(seen), (max(splits) + 1 if splits else 0)
@@ -260,20 +282,31 @@ def _read_json(client: MlflowClient, run_id: str, path: str) -> Any:
         return json.loads(Path(local).read_text())
 
 
-def _predictions(client: MlflowClient,
-                 finished: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+def _predictions(client: MlflowClient, finished: pd.DataFrame,
+                 part: str = "test") -> tuple[pd.DataFrame, list[str]]:
     frames, problems = [], []
+    no_clusters = []
     for r in finished.itertuples(index=False):
-        data = _read_json(client, r.run_id, "test_predictions.json")
+        data = _read_json(client, r.run_id, f"{part}_predictions.json")
         if not data or not data.get("sample_id"):
-            problems.append(f"{r.variant} split {r.split}: test_predictions.json missing — no "
-                            "ROC curve, DeLong test, bootstrap or calibration for this split")
+            if part == "test":
+                problems.append(f"{r.variant} split {r.split}: test_predictions.json missing — "
+                                "no ROC curve, DeLong test, bootstrap or calibration for this "
+                                "split")
             continue
+        ids = [str(s) for s in data["sample_id"]]
+        if "cluster" not in data:
+            no_clusters.append(f"{r.variant} split {r.split}")
         frames.append(pd.DataFrame({
-            "variant": r.variant, "split": int(r.split), "run_id": r.run_id,
-            "sample_id": [str(s) for s in data["sample_id"]],
+            "variant": r.variant, "split": int(r.split), "seed": int(getattr(r, "seed", 0)),
+            "run_id": r.run_id, "sample_id": ids,
+            "cluster": [str(c) for c in data.get("cluster", ids)],
+            "patient": [str(c) for c in data.get("patient", data.get("cluster", ids))],
             "p_malignant": [float(p) for p in data["p_malignant"]],
             "label": [int(y) for y in data["label"]]}))
+    if no_clusters and part == "test":
+        problems.append(f"no lesion ids logged ({', '.join(no_clusters)}): those views count "
+                        "as separate lesions and patients")
     if not frames:
         return pd.DataFrame(columns=list(PRED_COLUMNS)), problems
-    return pd.concat(frames, ignore_index=True), problems
+    return pd.concat(frames, ignore_index=True)[list(PRED_COLUMNS)], problems

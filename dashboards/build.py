@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dashboards import comparisons, plots, restudy, roc, search_view, tables
+from dashboards import comparisons, external, plots, restudy, roc, search_view, tables, units
 from dashboards._load import StudyRuns
 from dashboards.formats import write_table
 
@@ -20,26 +20,32 @@ log = logging.getLogger(__name__)
 
 #: Table name -> caption (also the order in the HTML page).
 CAPTIONS = {
-    "table1": "Table 1: test accuracy (mean and sample std over splits), mean training time "
-              "and epochs per variant, reproduced by this study.",
+    "table1": "Table 1: test accuracy and balanced accuracy per variant at the unit of "
+              "analysis (see the notes): mean over runs (splits × seeds) with the 95% "
+              "cluster-bootstrap CI of that mean; std over all runs, over splits (of the "
+              "seed means) and over seeds (within a split); mean training time and epochs.",
     "table1_reported": "The paper's Table 1 as reported (Chougrad et al. 2017: Inception-v3, "
                        "BCDR-F03, 5 runs of 80/20 splits, GPU): reported, not reproduced; "
                        "not comparable to the rows above (other data, model, budget).",
-    "table2": "Table 2: AUC per variant (mean ± std over splits; 95% stratified-bootstrap CI "
-              "over the pooled test predictions), then the paper's Table 2 rows, reported, "
-              "not reproduced.",
-    "delong": "DeLong test of each variant's AUC against the best variant's, on each split's "
-              "shared test samples and combined over splits (inverse-variance weighted; "
-              "Holm-adjusted over the combined tests).",
-    "paired": "Paired comparison of test accuracy against the best variant over splits "
-              "(paired t-test, Wilcoxon signed-rank; Holm-adjusted).",
-    "operating_points": "Sensitivity at 90% specificity and specificity at 90% sensitivity "
-                        "(pooled test predictions; 95% stratified-bootstrap CIs).",
-    "calibration": "Calibration of P(malignant) on the pooled test predictions.",
+    "views": "Secondary, view-level: every view (CC, MLO) counted as a case — not independent; "
+             "CIs still resample lesions.",
+    "table2": "Table 2: test AUC per variant at the unit of analysis (mean ± std over runs; "
+              "95% CI: cluster bootstrap of that mean), then the paper's Table 2 rows, "
+              "reported, not reproduced.",
+    "delong": "DeLong test of each variant's AUC against the declared reference variant "
+              "(compare.reference), per run on shared test cases and combined over splits "
+              "(inverse-variance weighted; Holm-adjusted over the combined tests).",
+    "paired": "Paired comparison over splits against the declared reference (accuracy and "
+              "AUC; the t-test used is named in each row; Wilcoxon signed-rank; Holm-adjusted).",
+    "operating_points": "Test sensitivity and specificity at thresholds chosen on each run's "
+                        "validation cases (mean over runs; 95% cluster-bootstrap CIs).",
+    "calibration": "Calibration of P(malignant) at the unit of analysis: Brier (mean over runs, "
+                   "95% cluster-bootstrap CI) and ECE (mean over runs).",
     "importance": "Hyperparameter importance (Optuna fANOVA over each variant's completed "
                   "search trials, read from MLflow).",
     "compute": "Compute per variant and phase; ASHA saved = what running every pruned trial "
                "to the search budget would have added (upper bound).",
+    "external": external.CAPTION,
 }
 FIGURES = ("roc", "reliability", "search_progress", "importance", "fted_lambda_lr",
            "compute")
@@ -65,20 +71,25 @@ def compute(runs: StudyRuns, *, n_boot: int = 2000, seed: int = 0,
     """All tables and figure data of one study execution (and, given the execution it
     re-ran, ``previous``, the re-study comparison)."""
     imp, imp_notes = search_view.importance(runs, seed=seed)
+    unit = units.analysis_unit(runs.spec)
+    cases = units.combine(runs.predictions, unit)
     t = {
-        "table1": tables.table1(runs),
+        "table1": tables.table1(runs, n_boot=n_boot, seed=seed),
         "table1_reported": tables.table1_reported(),
+        "views": tables.views_table(runs, n_boot=n_boot, seed=seed),
         "table2": tables.table2(runs, n_boot=n_boot, seed=seed),
         "delong": comparisons.delong_table(runs),
         "paired": comparisons.paired_table(runs),
         "operating_points": comparisons.operating_points_table(runs, n_boot=n_boot, seed=seed),
-        "calibration": comparisons.calibration_table(runs),
+        "calibration": comparisons.calibration_table(runs, n_boot=n_boot, seed=seed),
         "importance": imp,
         "compute": search_view.compute_cost(runs),
     }
-    boot = (f"bootstrap CIs: {n_boot} stratified resamples (positives and negatives drawn "
-            f"separately), seed {seed}, percentile intervals.")
-    return Computed(runs, t, roc.mean_roc(runs.predictions), roc.auc_summary(runs.predictions),
+    clusters = "patients" if unit == "patient" else "lesions"
+    boot = (f"bootstrap CIs: {n_boot} cluster resamples ({clusters}, "
+            f"stratified by class, the same draws for every variant and run), seed {seed}, "
+            "percentile intervals of the printed mean over runs.")
+    return Computed(runs, t, roc.mean_roc(cases), roc.auc_summary(cases),
                     comparisons.reliability_bins(runs), search_view.best_so_far(runs),
                     search_view.fted_scatter(runs),
                     (*study_notes(runs), boot, *imp_notes),
@@ -86,9 +97,51 @@ def compute(runs: StudyRuns, *, n_boot: int = 2000, seed: int = 0,
                                                                   n_boot=n_boot, seed=seed))
 
 
+def analysis_notes(runs: StudyRuns) -> list[str]:
+    """What the numbers are: unit of analysis, what the CIs are of, how the folds were made,
+    which variant every comparison is against."""
+    unit = units.analysis_unit(runs.spec)
+    design = units.split_design(runs.spec)
+    ev = runs.finished_evaluations
+    seeds = int(ev.groupby(["variant", "split"])["seed"].nunique().max()) if len(ev) else 0
+    what = {"lesion": "the lesion: the CC and MLO views of a lesion are combined (mean "
+                      "P(malignant)) into one case before any metric",
+            "patient": "the patient: a patient's views of one class are combined (mean "
+                       "P(malignant)) into one case before any metric",
+            "view": "the view: every view is a case (views of one lesion are not "
+                    "independent; the CIs still resample lesions)"}[unit]
+    folds = (f"patient-grouped, class-stratified {runs.n_splits // max(1, design.repeats)}-fold "
+             f"(disjoint test folds, every patient tested once)"
+             + (f", repeated {design.repeats}×" if design.repeats > 1 else "")
+             if design.scheme == "kfold" else
+             "repeated hold-out (independent patient-grouped draws; test sets overlap)")
+    t_test = ("the corrected resampled t-test (Nadeau & Bengio 2003), because test sets "
+              "overlap between splits" if design.overlapping else
+              "the paired t-test over disjoint folds")
+    ref = units.declared_reference(runs.spec, list(runs.variants))
+    missing_ref = ([f"the declared reference {ref} has no finished evaluation with test "
+                    "predictions: no DeLong or paired comparisons (none is made against "
+                    "another variant instead)."]
+                   if ref is not None and ref not in set(runs.predictions["variant"]) else [])
+    return [*missing_ref,
+        f"unit of analysis: {what}.",
+        "every accuracy, AUC, operating point and Brier score is the mean over runs "
+        f"(splits × seeds: {runs.n_splits} split(s) × {seeds} seed(s)); its 95% CI is a "
+        "cluster bootstrap of that same mean.",
+        f"folds: {folds}; comparisons over splits use {t_test}.",
+        f"reference of every comparison: {ref} ("
+        + ("declared in the space file, compare.reference"
+           if ((runs.spec or {}).get("compare") or {}).get("reference") else
+           "the default: FTED when studied, else the last variant listed")
+        + "; not chosen on test results).",
+        "thresholds (Youden, 90% sensitivity/specificity) are chosen on each run's validation "
+        "cases and applied to its test cases; accuracy uses P(malignant) >= 0.5.",
+    ]
+
+
 def study_notes(runs: StudyRuns) -> list[str]:
     """Caveats a reader must see next to the numbers."""
-    notes = []
+    notes = analysis_notes(runs)
     if runs.tags.get("search_mode") == "shared":
         notes.append("shared search: one split was searched and its best reused on every "
                      "split — the estimates are optimistic.")
@@ -98,10 +151,9 @@ def study_notes(runs: StudyRuns) -> list[str]:
     if runs.n_splits and runs.n_splits < 6:
         notes.append(f"{runs.n_splits} splits: the exact Wilcoxon test cannot reach p < 0.05 "
                      "with fewer than 6 pairs.")
-    scheme = (runs.spec or {}).get("splits", {}).get("scheme", "repeated")
-    if scheme != "kfold":
-        notes.append("repeated random splits: test sets overlap between splits, so the "
-                     "combined DeLong test (which assumes independent splits) is optimistic.")
+    if units.split_design(runs.spec).overlapping:
+        notes.append("test sets overlap between splits, so the combined DeLong test (which "
+                     "assumes independent splits) is optimistic.")
     return notes
 
 

@@ -67,6 +67,22 @@ def _ci(col: str, d: int) -> Callable[[pd.Series], str]:
     return f
 
 
+def _ci_pct(col: str, ci: str, d: int = 2) -> Callable[[pd.Series], str]:
+    """``est [low, high]`` from ``col``, ``{ci}_low``, ``{ci}_high``."""
+    def f(r: pd.Series) -> str:
+        est, lo, hi = r[col], r[f"{ci}_low"], r[f"{ci}_high"]
+        if isinstance(est, float) and math.isnan(est):
+            return "–"
+        if isinstance(lo, float) and math.isnan(lo):
+            return f"{est:.{d}f}"
+        return f"{est:.{d}f} [{lo:.{d}f}, {hi:.{d}f}]"
+    return f
+
+
+def _ci3(col: str, ci: str) -> Callable[[pd.Series], str]:
+    return _ci_pct(col, ci, 3)
+
+
 def _auc_ci(r: pd.Series) -> str:
     lo, hi = r["auc_ci_low"], r["auc_ci_high"]
     return "–" if (isinstance(lo, float) and math.isnan(lo)) else f"[{lo:.3f}, {hi:.3f}]"
@@ -76,32 +92,41 @@ Column = tuple[str, str | Callable[[pd.Series], str], Callable[[object], str] | 
 
 #: Per table: (header, source column or row function, cell formatter).
 LAYOUTS: dict[str, list[Column]] = {
-    "table1": [("Variant", "variant", None), ("Accuracy (%)", "accuracy_pct", _f(2)),
-               ("Std (%)", "std_pct", _f(2)), ("Time (min)", "time_min", _f(2)),
-               ("Epochs", "epochs", _f(1)), ("Splits", "splits", _int)],
+    "table1": [("Variant", "variant", None), ("Unit", "unit", None),
+               ("Accuracy (%) [95% CI]", _ci_pct("accuracy_pct", "accuracy_ci"), None),
+               ("Balanced acc. (%) [95% CI]", _ci_pct("balanced_accuracy_pct", "balanced_ci"),
+                None),
+               ("Std (%)", "std_pct", _f(2)), ("Std splits (%)", "std_splits_pct", _f(2)),
+               ("Std seeds (%)", "std_seeds_pct", _f(2)), ("Time (min)", "time_min", _f(2)),
+               ("Epochs", "epochs", _f(1)), ("Splits", "splits", _int),
+               ("Seeds", "seeds", _int), ("Cases/run", "cases", _int)],
     "table1_reported": [("Variant", "variant", None), ("Source", "source", None),
                         ("Accuracy (%)", "accuracy_pct", _f(2)), ("Std (%)", "std_pct", _f(2)),
                         ("Time (min)", "time_min", _f(1))],
+    "views": [("Variant", "variant", None), ("Unit", "unit", None),
+              ("Accuracy (%) [95% CI]", _ci_pct("accuracy_pct", "accuracy_ci"), None),
+              ("AUC [95% CI]", _ci3("auc_mean", "auc_ci"), None), ("Views", "cases", _int)],
     "table2": [("Model", "model", None), ("Source", "source", None),
                ("Accuracy (%)", "accuracy_pct", _f(2)),
-               ("AUC (mean ± std over splits)", _pm("auc_mean", "auc_std", 3), None),
-               ("AUC 95% CI (bootstrap, pooled)", _auc_ci, None),
-               ("Test samples", "test_samples", _int)],
+               ("AUC (mean ± std over runs)", _pm("auc_mean", "auc_std", 3), None),
+               ("AUC 95% CI (cluster bootstrap of the mean)", _auc_ci, None),
+               ("Test cases", "test_samples", _int)],
     "delong": [("Variant", "variant", None), ("vs", "reference", None),
                ("Split", "split", None), ("AUC", "auc", _f(3)),
                ("AUC (ref.)", "auc_reference", _f(3)), ("Δ AUC", "diff", _f(3)),
                ("SE", "se", _f(3)), ("z", "z", _f(2)), ("p", "p_value", _p),
                ("p (Holm)", "p_holm", _p), ("n", "n", _int)],
     "paired": [("Variant", "variant", None), ("vs", "reference", None),
-               ("Splits", "splits", _int), ("Mean Δ acc. (pp)", "mean_diff_pct", _f(2)),
+               ("Metric", "metric", None), ("t-test", "test", None),
+               ("Splits", "splits", _int), ("Mean Δ (pp)", "mean_diff_pct", _f(2)),
                ("t-test p", "t_p", _p), ("t-test p (Holm)", "t_p_holm", _p),
                ("Wilcoxon p", "wilcoxon_p", _p), ("Wilcoxon p (Holm)", "wilcoxon_p_holm", _p)],
-    "operating_points": [("Variant", "variant", None),
-                         ("Sens. @ 90% spec. [95% CI]", _ci("sens_at_90spec", 3), None),
-                         ("Spec. @ 90% sens. [95% CI]", _ci("spec_at_90sens", 3), None),
-                         ("n", "n", _int)],
-    "calibration": [("Variant", "variant", None), ("Brier", "brier", _f(4)),
-                    ("ECE (10 bins)", "ece", _f(4)), ("n", "n", _int)],
+    "operating_points": [("Variant", "variant", None), ("Threshold", "threshold", None),
+                         ("Sensitivity [95% CI]", _ci("sensitivity", 3), None),
+                         ("Specificity [95% CI]", _ci("specificity", 3), None),
+                         ("Runs", "runs", _int)],
+    "calibration": [("Variant", "variant", None), ("Brier [95% CI]", _ci("brier", 4), None),
+                    ("ECE (10 bins)", "ece", _f(4)), ("Cases", "n", _int)],
     "importance": [("Variant", "variant", None), ("Hyperparameter", "param", None),
                    ("Importance", "importance", _f(3)), ("Trials", "trials", _int)],
     "compute": [("Variant", "variant", None), ("Phase", "phase", None),

@@ -53,14 +53,14 @@ def plot_roc(curves: pd.DataFrame, aucs: pd.DataFrame, ax: Axes | None = None) -
         fpr = np.r_[0.0, c["fpr"]]
         s = summary.loc[v]
         label = (f"{v} (AUC {s['auc_mean']:.3f} ± {s['auc_std']:.3f}, {int(s['splits'])} "
-                 f"split{'s' if s['splits'] != 1 else ''})")
+                 f"run{'s' if s['splits'] != 1 else ''})")
         ax.plot(fpr, np.r_[0.0, c["tpr_mean"]], color=colour(v), lw=1.8, label=label)
         ax.fill_between(fpr, np.r_[0.0, c["tpr_low"]], np.r_[0.0, c["tpr_high"]],
                         color=colour(v), alpha=0.15, lw=0)
     ax.plot([0, 1], [0, 1], ls="--", color="0.5", lw=1, label="chance")
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="False positive rate (1 − specificity)",
            ylabel="True positive rate (sensitivity)",
-           title="ROC on the test sets (mean over splits ± 1 std)")
+           title="ROC on the test sets (mean over runs ± 1 std)")
     ax.set_aspect("equal")
     ax.legend(loc="lower right", fontsize=7.5)
     return ax
@@ -68,7 +68,7 @@ def plot_roc(curves: pd.DataFrame, aucs: pd.DataFrame, ax: Axes | None = None) -
 
 def plot_reliability(bins: pd.DataFrame, ax: Axes | None = None) -> Axes:
     """Reliability diagram: fraction malignant against mean predicted P(malignant) per bin,
-    pooled over splits (``comparisons.reliability_bins``), perfect calibration dashed."""
+    over all runs' test cases (``comparisons.reliability_bins``), perfect calibration dashed."""
     ax = _axes(ax, (5.5, 5.0))
     if bins.empty:
         return _empty(ax, "no test predictions")
@@ -78,7 +78,7 @@ def plot_reliability(bins: pd.DataFrame, ax: Axes | None = None) -> Axes:
                 color=colour(v), label=v)
     ax.plot([0, 1], [0, 1], ls="--", color="0.5", lw=1, label="perfect")
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean predicted P(malignant)",
-           ylabel="fraction malignant", title="Reliability (pooled test predictions)")
+           ylabel="fraction malignant", title="Reliability (test cases of all runs)")
     ax.legend(fontsize=7.5)
     return ax
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from dashboards import build
+from dashboards import build, external
 from dashboards._load import StudyNotFound, StudyRuns, load_study
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ def make_report(config: ReportConfig) -> ReportResult:
     runs = load_study(client, config.study, config.run_id, during_study=config.during_study)
     computed = build.compute(runs, n_boot=config.n_boot, seed=config.seed,
                              previous=_previous(client, runs))
+    computed = external.attach(client, computed, n_boot=config.n_boot, seed=config.seed)
     written = build.write(computed, config.out_dir)
     logged = False
     if config.log_artifacts:

@@ -1,8 +1,9 @@
-"""ROC curves like the paper's Figure 2: per variant, the mean over splits of each split's ROC
-curve interpolated on a common false-positive-rate grid, with a ±1 std band.
+"""ROC curves like the paper's Figure 2: per variant, the mean over runs (splits × seeds) of
+each run's ROC curve interpolated on a common false-positive-rate grid, with a ±1 std band.
 
-Each split's curve is recomputed from its logged per-sample predictions (scikit-learn's
-``roc_curve``), so the figure shows exactly what the AUC column says.
+Each run's curve is recomputed from its logged per-sample predictions (scikit-learn's
+``roc_curve``) at the unit of analysis (pass ``units.combine(predictions, unit)``), so the
+figure shows exactly what the AUC column says.
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ from dashboards._load import variant_order
 
 GRID_POINTS = 101
 MEAN_ROC_COLUMNS = ("variant", "fpr", "tpr_mean", "tpr_std", "tpr_low", "tpr_high")
+
+
+def _runs(predictions: pd.DataFrame) -> list[str]:
+    """A run is a (split, seed); older predictions have splits only."""
+    return ["split", "seed"] if "seed" in predictions else ["split"]
 
 
 def interpolated_tpr(y: np.ndarray, p: np.ndarray, grid: np.ndarray) -> np.ndarray:
@@ -36,7 +42,7 @@ def mean_roc(predictions: pd.DataFrame, grid_points: int = GRID_POINTS) -> pd.Da
     frames = []
     for v in variant_order(predictions["variant"].unique()):
         curves = []
-        for _, g in predictions[predictions["variant"] == v].groupby("split"):
+        for _, g in predictions[predictions["variant"] == v].groupby(_runs(predictions)):
             y = g["label"].to_numpy()
             if 0 < y.sum() < len(y):
                 curves.append(interpolated_tpr(y, g["p_malignant"].to_numpy(), grid))
@@ -54,11 +60,11 @@ def mean_roc(predictions: pd.DataFrame, grid_points: int = GRID_POINTS) -> pd.Da
 
 
 def auc_summary(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Per variant: mean and std (ddof=1) of the per-split AUCs, number of splits (legend)."""
+    """Per variant: mean and std (ddof=1) of the per-run AUCs, number of runs (legend)."""
     rows = []
     for v in variant_order(predictions["variant"].unique()):
         aucs = [stats.auc(g["label"].to_numpy(), g["p_malignant"].to_numpy())
-                for _, g in predictions[predictions["variant"] == v].groupby("split")]
+                for _, g in predictions[predictions["variant"] == v].groupby(_runs(predictions))]
         aucs = [a for a in aucs if np.isfinite(a)]
         rows.append({"variant": v, "auc_mean": np.mean(aucs) if aucs else np.nan,
                      "auc_std": np.std(aucs, ddof=1) if len(aucs) > 1 else 0.0,

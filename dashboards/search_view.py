@@ -135,9 +135,16 @@ def _run_seconds(df: pd.DataFrame) -> pd.Series:
 
 def compute_cost(runs: StudyRuns) -> pd.DataFrame:
     """Hours per variant and phase, CPU-/GPU-hours (hours × the trial's resources from the
-    spec), and what ASHA saved: for each pruned trial, (budget − epochs run) × its mean epoch
-    time — the extra hours running every trial to the end would have cost (an upper bound:
-    early stopping might have ended some sooner)."""
+    spec), and what ASHA saved, over the search runs that have ended (a RUNNING run's epochs
+    are not final):
+
+    * ``asha_saved_pct`` counts epochs: 1 − epochs trained ÷ (budget × search trials), the
+      share of the full budget of every search trial that was not trained;
+    * ``asha_saved_hours`` prices each pruned trial's untrained epochs at its measured epoch
+      time (``epoch_time_s``: training + validation, without the trial's fixed start-up and
+      reporting costs), else at its training seconds per epoch.
+
+    Both are upper bounds: early stopping might have ended some trials sooner."""
     spec = runs.spec or {}
     res = spec.get("resources", {})
     cpus, gpus = float(res.get("cpus", math.nan)), float(res.get("gpus", math.nan))
@@ -152,16 +159,19 @@ def compute_cost(runs: StudyRuns) -> pd.DataFrame:
             g = df[df["variant"] == v]
             epochs = g[epochs_col].fillna(0.0)
             hours = g["_s"].sum() / 3600
-            saved = math.nan
+            saved = saved_pct = math.nan
             pruned = g["stop_reason"] == "pruned"
-            if phase == "search" and budget:
-                per_epoch = g["_s"] / epochs.where(epochs > 0)
-                saved = float(((budget - epochs).clip(lower=0) * per_epoch)[pruned].sum()
-                              ) / 3600
+            ended = g["status"] != "RUNNING"
+            if phase == "search" and budget and ended.any():
+                trained = epochs[ended].clip(upper=budget)
+                saved_pct = 100 * float(1 - trained.sum() / (budget * int(ended.sum())))
+                measured = g["epoch_time_s"] if "epoch_time_s" in g else pd.Series(
+                    np.nan, index=g.index)
+                per_epoch = measured.where(measured.notna(), g["_s"] / epochs.where(epochs > 0))
+                left = (budget - epochs).clip(lower=0) * per_epoch
+                saved = float(left[pruned & ended].sum()) / 3600
             rows.append({"variant": v, "phase": phase, "trials": len(g),
                          "pruned": int(pruned.sum()), "epochs": float(epochs.sum()),
                          "hours": hours, "cpu_hours": hours * cpus, "gpu_hours": hours * gpus,
-                         "asha_saved_hours": saved,
-                         "asha_saved_pct": 100 * saved / (hours + saved)
-                         if saved == saved and hours + saved > 0 else math.nan})
+                         "asha_saved_hours": saved, "asha_saved_pct": saved_pct})
     return pd.DataFrame(rows, columns=list(COST_COLUMNS))

@@ -5,8 +5,12 @@
   combination of per-split DeLong differences.
 * Stratified bootstrap (positives and negatives resampled separately, seeded) of AUC,
   sensitivity at a fixed specificity and specificity at a fixed sensitivity, with percentile CIs.
-* Paired comparisons across splits (paired t-test, Wilcoxon signed-rank) with Holm's
-  step-down correction.
+* Cluster bootstrap: clusters (lesions or patients) resampled with replacement, stratified by
+  class, as multiplicity weights shared by every run of a study, so that the CI of a mean over
+  splits × seeds is a percentile interval of that same mean (views of one lesion are never
+  treated as independent cases).
+* Paired comparisons across splits (paired t-test, Wilcoxon signed-rank, and Nadeau & Bengio's
+  corrected resampled t-test for overlapping test sets) with Holm's step-down correction.
 * Calibration: Brier score, expected calibration error, reliability-diagram bins.
 
 Labels are 0/1 (1 = malignant), scores are P(malignant); a higher score means "more malignant".
@@ -22,9 +26,10 @@ import numpy as np
 from scipy import stats as sps
 
 __all__ = [
-    "BootstrapResult", "DelongResult", "auc", "bootstrap_metrics", "brier", "combine_delong",
-    "delong_cov", "delong_test", "ece", "holm", "paired_tests", "reliability",
-    "sens_at_spec", "spec_at_sens",
+    "BootstrapResult", "DelongResult", "auc", "bootstrap_metrics", "brier", "cluster_weights",
+    "combine_delong", "corrected_t_test", "delong_cov", "delong_test", "ece", "holm",
+    "paired_tests", "percentile_ci", "reliability", "sens_at_spec", "spec_at_sens",
+    "weighted_accuracy", "weighted_auc", "weighted_brier", "weighted_rates",
 ]
 
 
@@ -208,7 +213,112 @@ def bootstrap_metrics(y: np.ndarray, p: np.ndarray, *, n_boot: int = 2000, seed:
     return BootstrapResult(est, low, high, n_boot, level)
 
 
+# ----------------------------------------------------------------------------- cluster bootstrap
+
+
+def cluster_weights(cluster_labels: np.ndarray, n_boot: int = 2000,
+                    seed: int = 0) -> np.ndarray:
+    """Multiplicities ``(n_boot, C)`` of C clusters in ``n_boot`` stratified resamples.
+
+    Each resample draws, with replacement, as many clusters of each class as there are
+    (``cluster_labels``: 0/1 per cluster, e.g. 1 when any of its cases is malignant), so every
+    resample keeps the class mix; a cluster drawn k times weighs k in every run that tested it.
+    Seeded: same labels, same weights."""
+    labels = np.asarray(cluster_labels).astype(int)
+    if n_boot < 1:
+        raise ValueError("n_boot must be >= 1")
+    rng = np.random.default_rng(seed)
+    w = np.zeros((n_boot, len(labels)), dtype=np.float64)
+    rows = np.arange(n_boot)[:, None]
+    for c in (0, 1):
+        members = np.flatnonzero(labels == c)
+        if not len(members):
+            continue
+        drawn = members[rng.integers(0, len(members), size=(n_boot, len(members)))]
+        np.add.at(w, (np.broadcast_to(rows, drawn.shape), drawn), 1.0)
+    return w
+
+
+def weighted_auc(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """AUC of each row of case weights ``w`` (B, N) (a case of weight k counts k times; ties
+    one half): (B,). NaN where a class has zero weight."""
+    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
+    w = np.atleast_2d(np.asarray(w, dtype=float))
+    pos, neg = p[y == 1], p[y == 0]
+    k = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+    wp, wn = w[:, y == 1], w[:, y == 0]
+    num = np.einsum("bi,ij,bj->b", wp, k, wn)
+    den = wp.sum(axis=1) * wn.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def weighted_rates(y: np.ndarray, p: np.ndarray, w: np.ndarray,
+                   threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(sensitivity, specificity) per row of case weights when calling ``p >= threshold``
+    malignant: two (B,) arrays (NaN where a class has zero weight or the threshold is NaN)."""
+    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
+    w = np.atleast_2d(np.asarray(w, dtype=float))
+    if np.isnan(threshold):
+        nan = np.full(len(w), np.nan)
+        return nan, nan.copy()
+    called = p >= threshold
+    wp, wn = w[:, y == 1], w[:, y == 0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sens = (wp * called[y == 1]).sum(axis=1) / wp.sum(axis=1)
+        spec = (wn * ~called[y == 0]).sum(axis=1) / wn.sum(axis=1)
+    return sens, spec
+
+
+def weighted_accuracy(y: np.ndarray, p: np.ndarray, w: np.ndarray,
+                      threshold: float = 0.5) -> np.ndarray:
+    """Accuracy per row of case weights at ``p >= threshold``: (B,) (NaN for zero weight)."""
+    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
+    w = np.atleast_2d(np.asarray(w, dtype=float))
+    correct = ((p >= threshold).astype(int) == y).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (w * correct).sum(axis=1) / w.sum(axis=1)
+
+
+def weighted_brier(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Brier score per row of case weights: (B,)."""
+    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    w = np.atleast_2d(np.asarray(w, dtype=float))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (w * (p - y) ** 2).sum(axis=1) / w.sum(axis=1)
+
+
+def percentile_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of bootstrap replicates (NaN replicates ignored; NaN if none)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return math.nan, math.nan
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(v, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
 # ----------------------------------------------------------------------------- paired tests
+
+
+def corrected_t_test(a: np.ndarray, b: np.ndarray, test_train_ratio: float) -> float:
+    """Two-sided p of Nadeau & Bengio's (2003) corrected resampled t-test of a - b over J
+    paired splits whose test sets overlap (repeated hold-out, repeated k-fold): the variance
+    of the mean difference is ``(1/J + n_test/n_train) s²`` instead of ``s²/J``; t has J - 1
+    degrees of freedom. NaN with fewer than 2 pairs or zero variance (1.0 if all d = 0)."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    d = d[np.isfinite(d)]
+    if len(d) < 2:
+        return math.nan
+    if np.allclose(d, 0):
+        return 1.0
+    var = float(np.var(d, ddof=1))
+    if not var > 0:
+        return math.nan
+    t = float(d.mean()) / math.sqrt((1 / len(d) + test_train_ratio) * var)
+    return float(2 * sps.t.sf(abs(t), len(d) - 1))
+
 
 
 def holm(p_values: list[float] | np.ndarray) -> np.ndarray:

@@ -16,11 +16,14 @@ PAPER_VARIANTS: tuple[str, ...] = ("RI", "FE", "1FT", "2FT", "3FT", "AllFT", "FT
 _KINDS = ("RI", "FE", "AllFT", "FTED")
 _KFT = re.compile(r"^(\d+)FT$", re.IGNORECASE)
 
-DATASET_FORMATS: tuple[str, ...] = ("bcdr", "mias", "manifest")  # trainables.datasets.FORMATS
+DATASET_FORMATS: tuple[str, ...] = ("bcdr", "mias", "manifest", "cbis-ddsm",
+                                    "inbreast")  # trainables.datasets.FORMATS
 ROI_LARGE: tuple[str, ...] = ("resize", "crop")
 ROI_PAD: tuple[str, ...] = ("zero", "edge", "reflect", "shift")
-SPLIT_MODES: tuple[str, ...] = ("patient", "image")
+SPLIT_MODES: tuple[str, ...] = ("patient", "image", "official")  # official: CBIS-DDSM's own
 SPLIT_SCHEMES: tuple[str, ...] = ("repeated", "kfold")
+BALANCES: tuple[str, ...] = ("none", "undersample")  # trainables.balance.BALANCES
+ANALYSIS_UNITS: tuple[str, ...] = ("lesion", "patient", "view")
 SEARCH_MODES: tuple[str, ...] = ("nested", "shared")
 ROLES: tuple[str, ...] = ("scientific", "nuisance", "fixed")
 #: The validation metric search acts on (ASHA's rungs, Optuna's objective) and its direction.

@@ -6,13 +6,17 @@ paper's protocol; ``tests/search_spaces`` checks that they agree.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
 from ._errors import SpecError
 from ._names import (
+    ANALYSIS_UNITS,
+    BALANCES,
     DATASET_FORMATS,
     METRICS,
     ROI_LARGE,
@@ -21,9 +25,10 @@ from ._names import (
     SPLIT_MODES,
     SPLIT_SCHEMES,
     SYNTH_FIELDS,
+    canonical_variant,
 )
 from ._params import ParamSpec, parse_params
-from ._reader import Section, check_number, describe
+from ._reader import Section, check_number, describe, join
 
 
 def names(cls: type) -> tuple[str, ...]:
@@ -46,17 +51,25 @@ class DatasetSpec:
     """Where the lesions come from.
 
     Attributes:
-        format: loader (``bcdr``, ``mias``, ``manifest``); synthetic data is written in BCDR-F03's
+        format: loader (``bcdr``, ``mias``, ``manifest``, ``cbis-ddsm``, ``inbreast``); synthetic
+            data is written in BCDR-F03's
             layout and read back with ``bcdr``.
         path: dataset folder (absolute once loaded from a file). For synthetic data: where to
             write it, ``None`` = the launcher's default folder.
         synthetic: ``SynthConfig`` keyword arguments as sorted ``(name, value)`` pairs, or
             ``None`` for a real dataset.
+        options: loader choices as sorted ``(name, value)`` pairs, written next to ``format``
+            in the file: ``calcifications`` (cbis-ddsm), ``birads_malignant_from`` (inbreast).
+        balance: ``none`` (every lesion) or ``undersample`` (as many benign as malignant
+            lesions, each with all its views, drawn with ``splits.seed``; the paper used a
+            balanced 300 + 300 subset): ``trainables.balance``.
     """
 
     format: str
     path: Path | None = None
     synthetic: tuple[tuple[str, Any], ...] | None = None
+    options: tuple[tuple[str, Any], ...] = ()
+    balance: str = "none"
 
     @property
     def is_synthetic(self) -> bool:
@@ -72,11 +85,41 @@ class DatasetSpec:
         if self.synthetic is not None:
             out["synthetic"] = {k: list(v) if isinstance(v, tuple) else v
                                 for k, v in self.synthetic}
+        out.update(self.options)
+        if self.balance != "none":  # absent = none: older specs keep their fingerprint
+            out["balance"] = self.balance
         return out
 
 
+#: loader options a study file may set, per format: name -> (format, allowed values or None)
+LOADER_OPTIONS: dict[str, tuple[str, tuple[str, ...] | None]] = {
+    "calcifications": ("cbis-ddsm", None),
+    "birads_malignant_from": ("inbreast", ("3", "4a", "4b", "4c", "5", "6")),
+}
+
+
+def parse_loader_options(s: Section, fmt: str) -> tuple[tuple[str, Any], ...]:
+    """The loader options present in section ``s``, checked against ``fmt``."""
+    out: list[tuple[str, Any]] = []
+    for name, (owner, allowed) in LOADER_OPTIONS.items():
+        if not s.has(name):
+            continue
+        if fmt != owner:
+            raise s.error(name, f"only used with format: {owner} (this dataset is {fmt})")
+        if allowed is None:
+            out.append((name, s.boolean(name)))
+        else:
+            value = str(s.raw(name)).strip().lower()
+            if value not in allowed:
+                raise s.error(name, f"expected one of {list(allowed)}, got "
+                                    f"{describe(s.raw(name))}")
+            out.append((name, value))
+    return tuple(sorted(out))
+
+
 def parse_dataset(top: Section, base_dir: Path | None) -> DatasetSpec:
-    s = top.section("dataset", ("format", "path", "synthetic"))
+    s = top.section("dataset", ("format", "path", "synthetic", "balance", *LOADER_OPTIONS))
+    balance = s.string("balance", "none", choices=BALANCES)
     if s.has("synthetic"):
         fmt = s.string("format", "bcdr", choices=("bcdr",))
         path = s.string("path", None, nullable=True)
@@ -88,7 +131,8 @@ def parse_dataset(top: Section, base_dir: Path | None) -> DatasetSpec:
         path = s.string("path")
         fmt = s.string("format", choices=DATASET_FORMATS)
         synth = None
-    return DatasetSpec(fmt, None if path is None else resolve_path(path, base_dir), synth)
+    return DatasetSpec(fmt, None if path is None else resolve_path(path, base_dir), synth,
+                       parse_loader_options(s, fmt), balance)
 
 
 def _synthetic(s: Section) -> tuple[tuple[str, Any], ...]:
@@ -133,14 +177,23 @@ def parse_roi(top: Section) -> RoiSpec:
 
 @dataclass(frozen=True)
 class SplitSpec:
-    """``trainables.splits.SplitConfig``: outer splits (paper 5 × 80/20) + inner validation."""
+    """``trainables.splits.SplitConfig``: outer splits + inner validation. Default: 5-fold
+    patient-grouped, class-stratified k-fold (disjoint test folds), ``repeats`` times;
+    ``scheme: repeated`` is the paper's repeated 80/20 hold-out (``test_fraction`` is only
+    used there: a k-fold test fold is ``1 / n_splits``)."""
 
     n_splits: int = 5
     test_fraction: float = 0.2
     val_fraction: float = 0.2
     seed: int = 0
-    mode: str = "patient"
-    scheme: str = "repeated"
+    mode: str = "patient"  # "official": the dataset's published train/test split (CBIS-DDSM)
+    scheme: str = "kfold"
+    repeats: int = 1
+
+    @property
+    def total(self) -> int:
+        """Outer splits the study runs: ``n_splits × repeats`` (k-fold), else ``n_splits``."""
+        return self.n_splits * self.repeats if self.scheme == "kfold" else self.n_splits
 
 
 def parse_splits(top: Section) -> SplitSpec:
@@ -153,10 +206,20 @@ def parse_splits(top: Section) -> SplitSpec:
         seed=s.integer("seed", d.seed, min=0),
         mode=s.string("mode", d.mode, choices=SPLIT_MODES),
         scheme=s.string("scheme", d.scheme, choices=SPLIT_SCHEMES),
+        repeats=s.integer("repeats", d.repeats, min=1),
     )
-    if out.scheme == "kfold" and out.n_splits * out.test_fraction > 1.0 + 1e-9:
-        raise s.error("scheme", f"kfold needs n_splits × test_fraction <= 1 (disjoint test "
-                                f"parts), got {out.n_splits} × {out.test_fraction:g}")
+    if out.mode == "official":  # the dataset's own train/test partition: one outer split
+        if s.has("n_splits") and out.n_splits != 1:
+            raise s.error("n_splits", f"mode: official is the dataset's one published train/"
+                                      f"test split: n_splits must be 1, got {out.n_splits}")
+        # test_fraction, scheme, repeats: not used
+        return dataclasses.replace(out, n_splits=1, scheme="repeated", repeats=1)
+    if out.scheme == "kfold" and out.n_splits < 2:
+        raise s.error("n_splits", f"kfold needs at least 2 folds, got {out.n_splits} (one "
+                                  "hold-out split: scheme: repeated)")
+    if out.repeats > 1 and out.scheme != "kfold":
+        raise s.error("repeats", "repeats > 1 needs scheme: kfold (repeated hold-out: raise "
+                                 "n_splits instead)")
     return out
 
 
@@ -174,6 +237,15 @@ class AshaSpec:
     max_epochs: int
     grace_period: int = 1
     reduction_factor: float = 3.0
+
+    def rungs(self) -> tuple[int, ...]:
+        """The epochs at which ASHA compares trials (``grace · η^k`` below ``max_epochs``),
+        where a search trial's checkpoint is always written."""
+        out, t = [], float(self.grace_period)
+        while t < self.max_epochs:
+            out.append(int(round(t)))
+            t *= self.reduction_factor
+        return tuple(sorted(set(out)))
 
 
 @dataclass(frozen=True)
@@ -254,17 +326,117 @@ class EvaluationSpec:
     """Phase 2: each split's best configuration retrained on train+val, tested once.
 
     ``max_epochs``: the full budget (paper 90); ``early_stopping_patience``: epochs without a
-    lower inner-validation loss before stopping (paper 15; ``None`` = off).
+    lower inner-validation loss before stopping (paper 15; ``None`` = off); ``seeds``: training
+    seeds per split's best configuration (``train.seed``, ``+1``, …): the report's std then
+    separates splits from initialisation.
     """
 
     max_epochs: int
     early_stopping_patience: int | None = 15
+    external: tuple[ExternalSpec, ...] = ()
+    seeds: int = 1
+
+    def seed_list(self, base: int) -> list[int]:
+        """The training seeds of each split's evaluation: ``base, base + 1, …`` (``seeds``)."""
+        return [base + i for i in range(self.seeds)]
+
+    def to_dict(self, *, redact: bool = False) -> dict[str, Any]:
+        """File shape; ``external`` and ``seeds`` only when declared (older specs keep their
+        fingerprint)."""
+        out: dict[str, Any] = {"max_epochs": self.max_epochs,
+                               "early_stopping_patience": self.early_stopping_patience}
+        if self.external:
+            out["external"] = [e.to_dict(redact=redact) for e in self.external]
+        if self.seeds != 1:  # absent = 1
+            out["seeds"] = self.seeds
+        return out
 
 
-def parse_evaluation(top: Section) -> EvaluationSpec:
-    s = top.section("evaluation", names(EvaluationSpec))
+@dataclass(frozen=True)
+class ExternalSpec:
+    """An external validation set: every evaluation run also tests its best-validation weights
+    once on it (same ROI protocol). ``name`` names its metrics and artifacts."""
+
+    name: str
+    path: Path
+    format: str
+    options: tuple[tuple[str, Any], ...] = ()  # as DatasetSpec.options
+
+    def to_dict(self, *, redact: bool = False) -> dict[str, Any]:
+        return {"name": self.name, "path": "<redacted>" if redact else str(self.path),
+                "format": self.format, **dict(self.options)}
+
+
+_EXTERNAL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+
+def parse_evaluation(top: Section, base_dir: Path | None = None) -> EvaluationSpec:
+    s = top.section("evaluation", (*names(EvaluationSpec),))
     return EvaluationSpec(s.integer("max_epochs", min=1),
-                          s.integer("early_stopping_patience", 15, min=1, nullable=True))
+                          s.integer("early_stopping_patience", 15, min=1, nullable=True),
+                          _external(s, base_dir), s.integer("seeds", 1, min=1))
+
+
+def _external(s: Section, base_dir: Path | None) -> tuple[ExternalSpec, ...]:
+    items = s.raw("external", [])
+    if items is None:
+        return ()
+    if not isinstance(items, (list, tuple)):
+        raise s.error("external", f"expected a list of {{name, path, format}}, got "
+                                  f"{describe(items)}")
+    out: list[ExternalSpec] = []
+    for i, item in enumerate(items):
+        e = Section(s.source, item, join(s.key("external"), i),
+                    ("name", "path", "format", *LOADER_OPTIONS), line=s.lines.get("external"))
+        name = e.string("name")
+        if not _EXTERNAL_NAME.match(name):
+            raise e.error("name", f"{name!r}: use 1–32 lower-case letters, digits, '_' or '-' "
+                                  "(it names metrics and artifacts)")
+        if name in {o.name for o in out}:
+            raise e.error("name", f"{name!r} is declared twice")
+        fmt = e.string("format", choices=DATASET_FORMATS)
+        out.append(ExternalSpec(name, resolve_path(e.string("path"), base_dir), fmt,
+                                parse_loader_options(e, fmt)))
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------- analysis, compare
+
+
+@dataclass(frozen=True)
+class AnalysisSpec:
+    """How the report counts: ``unit`` = ``lesion`` (default: a lesion's views combined by
+    their mean P(malignant) before any metric; bootstraps resample lesions), ``patient``
+    (a patient's views of one class combined; bootstraps resample patients) or ``view`` (every
+    view a case; bootstraps still resample lesions)."""
+
+    unit: str = "lesion"
+
+
+def parse_analysis(top: Section) -> AnalysisSpec:
+    s = top.section("analysis", names(AnalysisSpec), required=False)
+    return AnalysisSpec(s.string("unit", AnalysisSpec.unit, choices=ANALYSIS_UNITS))
+
+
+@dataclass(frozen=True)
+class CompareSpec:
+    """Pre-declared comparisons: every variant against ``reference`` (default FTED when it is
+    among the variants, else the last variant listed); never chosen on test results."""
+
+    reference: str
+
+
+def parse_compare(top: Section, variants: tuple[str, ...]) -> CompareSpec:
+    s = top.section("compare", names(CompareSpec), required=False)
+    default = "FTED" if "FTED" in variants else variants[-1]
+    text = s.string("reference", default)
+    try:
+        ref = canonical_variant(text)
+    except ValueError as e:
+        raise s.error("reference", str(e)) from None
+    if ref not in variants:
+        raise s.error("reference", f"{ref} is not among the variants ({', '.join(variants)})")
+    return CompareSpec(ref)
 
 
 @dataclass(frozen=True)
@@ -288,6 +460,7 @@ class TrainSpec:
     channels_last: bool = True
     cudnn_benchmark: bool = True
     checkpoint_every: int = 1
+    checkpoint_interval_s: float = 60.0
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in names(TrainSpec)}
@@ -318,6 +491,8 @@ def parse_train(top: Section) -> tuple[TrainSpec, frozenset[str]]:
         channels_last=s.boolean("channels_last", d.channels_last),
         cudnn_benchmark=s.boolean("cudnn_benchmark", d.cudnn_benchmark),
         checkpoint_every=s.integer("checkpoint_every", d.checkpoint_every, min=1),
+        checkpoint_interval_s=s.number("checkpoint_interval_s", d.checkpoint_interval_s,
+                                       ge=0.0),
     )
     return out, frozenset(s.data)
 
@@ -346,7 +521,8 @@ def parse_resources(top: Section) -> ResourceSpec:
 
 
 __all__ = [
-    "AshaSpec", "DatasetSpec", "EvaluationSpec", "ResourceSpec", "RoiSpec", "SearchSpec",
-    "SplitSpec", "TrainSpec", "parse_dataset", "parse_evaluation", "parse_resources",
-    "parse_roi", "parse_search", "parse_splits", "parse_train", "resolve_path",
+    "AnalysisSpec", "AshaSpec", "CompareSpec", "DatasetSpec", "EvaluationSpec", "ResourceSpec",
+    "RoiSpec", "SearchSpec", "SplitSpec", "TrainSpec", "parse_analysis", "parse_compare",
+    "parse_dataset", "parse_evaluation", "parse_resources", "parse_roi", "parse_search",
+    "parse_splits", "parse_train", "resolve_path",
 ]

@@ -20,7 +20,9 @@ A study file (see ``paper.yaml`` for every key, commented)::
       params:
         base_lr: {role: scientific, low: 1e-5, high: 1e-2, log: true}
         lam: {role: scientific, low: 0.0, high: 6.0, variants: [FTED]}
-    evaluation: {max_epochs: 8, early_stopping_patience: 3}
+    evaluation: {max_epochs: 8, early_stopping_patience: 3, seeds: 1}
+    analysis: {unit: lesion}       # or patient | view: what the report counts as a case
+    compare: {reference: FTED}     # every variant is compared with this one (pre-declared)
     train: {batch_size: 32}
     resources: {cpus: 1, gpus: 0}
 """
@@ -41,7 +43,9 @@ from ._names import HYPERPARAMETERS, canonical_variant
 from ._params import ParamSpec, Role
 from ._reader import Section, describe, join
 from ._sections import (
+    AnalysisSpec,
     AshaSpec,
+    CompareSpec,
     DatasetSpec,
     EvaluationSpec,
     ResourceSpec,
@@ -49,6 +53,8 @@ from ._sections import (
     SearchSpec,
     SplitSpec,
     TrainSpec,
+    parse_analysis,
+    parse_compare,
     parse_dataset,
     parse_evaluation,
     parse_resources,
@@ -66,9 +72,11 @@ SHIPPED: tuple[str, ...] = ("paper", "quick", "smoke")
 _HERE = Path(__file__).resolve().parent
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TOP = ("name", "description", "dataset", "roi", "splits", "backbone", "input_size",
-        "pretrained", "weights", "variants", "search", "evaluation", "train", "resources")
-#: Keys left out of the fingerprint: labels, and where and how fast trials run; not results.
-_NOT_FINGERPRINTED = ("name", "description", "resources")
+        "pretrained", "weights", "variants", "search", "evaluation", "train", "resources",
+        "analysis", "compare")
+#: Keys left out of the fingerprint: labels, where and how fast trials run, and how the report
+#: reads the runs (analysis unit, declared reference): none changes what a trial computes.
+_NOT_FINGERPRINTED = ("name", "description", "resources", "analysis", "compare")
 
 
 REDACTED = "<redacted>"  # what MLflow gets instead of a dataset path
@@ -102,8 +110,17 @@ class StudySpec:
     weights: Path | None = None
     train: TrainSpec = TrainSpec()
     resources: ResourceSpec = ResourceSpec()
+    analysis: AnalysisSpec = AnalysisSpec()
+    compare: CompareSpec | None = None
     description: str = ""
     source: str = field(default="<dict>", compare=False)
+
+    @property
+    def reference(self) -> str:
+        """The declared reference variant of every comparison (``compare.reference``)."""
+        if self.compare is not None:
+            return self.compare.reference
+        return "FTED" if "FTED" in self.variants else self.variants[-1]
 
     # ------------------------------------------------------------------ hyperparameters
 
@@ -125,7 +142,7 @@ class StudySpec:
     def searches(self) -> list[tuple[str, int]]:
         """The (variant, split) pairs that get a search: all of them when nested, the shared
         split only when shared."""
-        splits = (range(self.splits.n_splits) if self.search.mode == "nested"
+        splits = (range(self.splits.total) if self.search.mode == "nested"
                   else [self.search.shared_split])
         return [(v, k) for v in self.variants for k in splits]
 
@@ -156,6 +173,8 @@ class StudySpec:
         if phase not in ("search", "evaluate"):
             raise ValueError(f"phase must be 'search' or 'evaluate', got {phase!r}")
         budget = self.search.asha.max_epochs if phase == "search" else self.evaluation.max_epochs
+        if phase == "search":  # a checkpoint at every rung ASHA compares trials at
+            train["checkpoint_at"] = list(self.search.asha.rungs())
         return {
             "regime": regime, "backbone": self.backbone, "input_size": self.input_size,
             "pretrained": self.pretrained,
@@ -197,8 +216,10 @@ class StudySpec:
             "pretrained": self.pretrained,
             "weights": None if self.weights is None else str(self.weights),
             "variants": list(self.variants), "search": self.search.to_dict(),
-            "evaluation": dataclasses.asdict(self.evaluation), "train": self.train.to_dict(),
+            "evaluation": self.evaluation.to_dict(), "train": self.train.to_dict(),
             "resources": dataclasses.asdict(self.resources),
+            "analysis": dataclasses.asdict(self.analysis),
+            "compare": {"reference": self.reference},
         }
 
     def public_dict(self) -> dict[str, Any]:
@@ -211,6 +232,7 @@ class StudySpec:
         out = self.to_dict()
         if out["dataset"].get("path") is not None:
             out["dataset"]["path"] = REDACTED
+        out["evaluation"] = self.evaluation.to_dict(redact=True)  # external sets' paths too
         return out
 
     def flat_dict(self) -> dict[str, Any]:
@@ -300,7 +322,7 @@ def spec_from_dict(data: Any, *, source: str = "<dict>", base_dir: Path | None =
         raise top.error("description", f"expected text, got {describe(description)}")
     variants = _parse_variants(top)
     splits = parse_splits(top)
-    search = parse_search(top, variants, splits.n_splits)
+    search = parse_search(top, variants, splits.total)
     train, train_keys = parse_train(top)
     declared = getattr(data["search"].get("params"), "lines", {})
     for p in search.params:
@@ -308,10 +330,15 @@ def spec_from_dict(data: Any, *, source: str = "<dict>", base_dir: Path | None =
             raise SpecError(source, f"search.params.{p.name}", f"{p.name} is also set in "
                             f"train.{p.name}; keep one of them", declared.get(p.name))
     weights = top.string("weights", None, nullable=True)
+    dataset = parse_dataset(top, base_dir)
+    if splits.mode == "official" and dataset.format != "cbis-ddsm":
+        raise SpecError(source, "splits.mode", f"official needs a dataset that publishes its "
+                        f"train/test split (cbis-ddsm); dataset.format is {dataset.format}",
+                        None)
     return StudySpec(
         name=name,
         description=description,
-        dataset=parse_dataset(top, base_dir),
+        dataset=dataset,
         roi=parse_roi(top),
         splits=splits,
         backbone=_parse_backbone(top, known_backbones),
@@ -320,9 +347,11 @@ def spec_from_dict(data: Any, *, source: str = "<dict>", base_dir: Path | None =
         weights=None if weights is None else resolve_path(weights, base_dir),
         variants=variants,
         search=search,
-        evaluation=parse_evaluation(top),
+        evaluation=parse_evaluation(top, base_dir),
         train=train,
         resources=parse_resources(top),
+        analysis=parse_analysis(top),
+        compare=parse_compare(top, variants),
         source=source,
     )
 
@@ -381,7 +410,8 @@ def check_resources(spec: StudySpec, available: Mapping[str, float]) -> None:
 
 
 __all__ = [
-    "SHIPPED", "AshaSpec", "DatasetSpec", "EvaluationSpec", "ParamSpec", "ResourceSpec",
+    "SHIPPED", "AnalysisSpec", "AshaSpec", "CompareSpec", "DatasetSpec", "EvaluationSpec",
+    "ParamSpec", "ResourceSpec",
     "RoiSpec", "SearchSpec", "SpecError", "SplitSpec", "StudySpec", "TrainSpec",
     "check_resources", "load_spec", "shipped_path", "spec_from_dict",
 ]

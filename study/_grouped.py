@@ -235,10 +235,18 @@ class GroupedASHA(FIFOScheduler):
             self._per_group[key] = AsyncHyperBandScheduler(**self._kwargs)
         return self._per_group[key]
 
+    @staticmethod
+    def _evaluation(trial: Any) -> bool:
+        """Evaluation trials (one Tune run with the search) run their budget unpruned."""
+        return trial.config.get("phase") == "evaluate"
+
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
-        self._sched(trial).on_trial_add(tune_controller, trial)
+        if not self._evaluation(trial):
+            self._sched(trial).on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        if self._evaluation(trial):
+            return TrialScheduler.CONTINUE
         action = self._sched(trial).on_trial_result(tune_controller, trial, result)
         if action == TrialScheduler.STOP and not result.get("trial_done"):
             key = group_key(trial.config)
@@ -247,9 +255,12 @@ class GroupedASHA(FIFOScheduler):
         return action
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
-        self._sched(trial).on_trial_complete(tune_controller, trial, result)
+        if not self._evaluation(trial):
+            self._sched(trial).on_trial_complete(tune_controller, trial, result)
 
     def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        if self._evaluation(trial):
+            return
         sched = self._sched(trial)
         if trial.trial_id in sched._trial_info:
             sched.on_trial_remove(tune_controller, trial)

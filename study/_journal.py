@@ -71,6 +71,10 @@ class EpochJournal:
             self.logged = due[-1]["epoch"]
         return len(due)
 
+    def checkpoint_epoch(self) -> int:
+        """The epoch the directory's checkpoint holds, as last recorded (0: none yet)."""
+        return int(self.entries[-1]["checkpoint_epoch"]) if self.entries else 0
+
     def retrained(self) -> tuple[int, int] | None:
         """After ``restore``: the epochs MLflow holds past the checkpoint (first, last), which
         the trial trains again without sending them twice; None when there are none."""

@@ -1,4 +1,5 @@
-"""The two Tune phases of a study: nested search, then evaluation of each split's best."""
+"""A study's trials in one Tune run: nested search, and each split's best evaluated as soon as
+its search has ended (:mod:`study._overlap`)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,25 @@ from ray import tune
 from search_spaces import ParamSpec, StudySpec
 from study import _trial
 from study._grouped import METRIC, MODE, Group, GroupedASHA, GroupedOptunaSearcher
+from study._overlap import EvalItems, StudySearcher
 from study._postgres import optuna_storage_url
-from study._progress import Progress
+from study._progress import PhaseProgress, Progress
+from study._run_closer import RunCloser
 
 log = logging.getLogger(__name__)
+RUN_NAME = "study"  # Tune's run (under the storage path): search and evaluation trials
+
+
+class TrialsFailed(RuntimeError):
+    """A phase could not finish because trials failed (not an interruption): the message names
+    how many and the first one's error."""
+
+
+def _failed(phase: str, errors: list) -> TrialsFailed:
+    first = str(errors[0]).strip().splitlines()
+    reason = " / ".join(line.strip() for line in first[-3:] if line.strip())[:600]
+    return TrialsFailed(f"{phase}: {len(errors)} trial(s) failed after their retries; the "
+                        f"last lines of the first error: {reason}")
 
 
 def suggest_fn(params: list[ParamSpec]) -> Callable[[optuna.Trial], dict[str, Any]]:
@@ -42,35 +58,17 @@ def _trainable(ctx: _trial.TrialContext) -> Any:
                                {"cpu": r.cpus, "gpu": r.gpus})
 
 
-def settle(ctx: _trial.TrialContext, timeout_s: float = 30.0) -> None:
-    """Wait until the phase's trials have ended their MLflow runs.
+def settle(timeout_s: float = 10.0) -> None:
+    """After the Tune run: what its ended workers left in this machine's temp folder goes.
 
-    Tune can return while a stopped trial's actor is still ending its run (its stop arrives
-    as ``SystemExit`` inside ``report``); without this wait the driver would find the run
-    RUNNING and end it as KILLED itself."""
-    from study import tracking
-
-    client = tracking.client_for(ctx.tracking_uri)
+    Tune has ended every trial actor when ``fit`` returns, but their processes may take a
+    moment to exit; a folder is removed only once its process is gone, so this waits for them
+    (bounded: a live trial of another study on this machine keeps its folder). Runs are not
+    waited for: they are ended as their trials end (:class:`~study._run_closer.RunCloser`)."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not tracking.child_runs(client, ctx.experiment_id, ctx.parent_run_id,
-                                   status="RUNNING", phase=ctx.phase):
-            break
-        time.sleep(0.5)
-    _trial.sweep_scratch()  # what ended workers left in this machine's temp folder
-
-
-def _concurrency(spec: StudySpec) -> int:
-    """Trials that fit the cluster at once (Tune allows one pending trial per custom searcher
-    unless told)."""
-    import ray
-
-    have = ray.cluster_resources()
-    r = spec.resources
-    fits = [have.get("CPU", 0.0) / r.cpus] if r.cpus > 0 else []
-    if r.gpus > 0:
-        fits.append(have.get("GPU", 0.0) / r.gpus)
-    return max(1, int(min(fits))) if fits else 1
+    while _trial.live_scratch() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    _trial.sweep_scratch()
 
 
 def search_groups(spec: StudySpec, trials: int | None = None) -> list[Group]:
@@ -80,75 +78,125 @@ def search_groups(spec: StudySpec, trials: int | None = None) -> list[Group]:
             for v, k in spec.searches() if spec.params_for(v)]
 
 
-def run_search(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path, *,
-               resume: bool, storage: str | None = None, study_prefix: str | None = None,
+def evaluation_plan(spec: StudySpec) -> dict[tuple[str, int], str | None]:
+    """Each (variant, split) to evaluate, with the search group whose best configuration it
+    takes: its own (nested), the shared split's (shared), or ``None`` (nothing searched)."""
+    plan: dict[tuple[str, int], str | None] = {}
+    for v in spec.variants:
+        for k in range(spec.splits.total):
+            if not spec.params_for(v):
+                plan[(v, k)] = None
+            else:
+                source = k if spec.search.mode == "nested" else spec.search.shared_split
+                plan[(v, k)] = f"{v}/split{source}"
+    return plan
+
+
+def run_phases(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path, *, resume: bool,
+               storage: str | None = None, study_prefix: str | None = None,
                warm_start: dict[str, list[dict[str, Any]]] | None = None,
-               seed_salt: str = "", trials: int | None = None) -> GroupedOptunaSearcher:
-    """Search every group in one Tune run. ``study_prefix``: the Optuna study names'
-    prefix (default the study's name; a re-study gets its own); ``warm_start``: group key ->
-    configurations to evaluate first (the previous execution's best); ``seed_salt``: mixed
-    into the TPE seeds (a re-study: the previous run's id, so it proposes other points);
-    ``trials``: a re-study's smaller budget per group."""
+               seed_salt: str = "", trials: int | None = None, slots: int = 1,
+               items: EvalItems | None = None) -> tuple[GroupedOptunaSearcher, list[dict]]:
+    """Search every group and evaluate each (variant, split) in one Tune run, an evaluation
+    starting as soon as its search has ended (:mod:`study._overlap`). Returns the search's
+    Optuna studies and the evaluation rows (variant, split, final metrics).
+
+    Evaluation: each split's best configuration is trained on the split's inner-train part
+    with early stopping (and the LR plateau) on the inner-validation part — the part that
+    decides when to stop cannot also be trained on — then its best-validation weights are
+    tested on the split's test part, once.
+
+    ``study_prefix``: the Optuna study names' prefix (default the study's name; a re-study
+    gets its own); ``warm_start``: group key -> configurations to evaluate first (the previous
+    execution's best); ``seed_salt``: mixed into the TPE seeds (a re-study: the previous run's
+    id, so it proposes other points); ``trials``: a re-study's smaller budget per group;
+    ``slots``: trials at once (what the cluster can reach, :mod:`study._slots`); ``items``:
+    the evaluation trials of a chosen configuration (default: one per training seed,
+    :func:`seed_items`)."""
+    items = items or seed_items(spec)
     groups = search_groups(spec, trials)
-    searcher = GroupedOptunaSearcher(
+    grouped = GroupedOptunaSearcher(
         groups, storage_url=optuna_storage_url(study_dir),
         study_prefix=study_prefix or spec.name, seed=spec.search.seed,
         max_epochs=spec.search.asha.max_epochs, warm_start=warm_start,
         study_attrs={"mlflow_parent_run_id": ctx.parent_run_id}, seed_salt=seed_salt)
-    if not groups:
-        return searcher
+    plan = evaluation_plan(spec)
+    searcher = StudySearcher(grouped, groups, plan, items)
     asha = spec.search.asha
     scheduler = GroupedASHA(max_t=asha.max_epochs, grace_period=asha.grace_period,
                             reduction_factor=asha.reduction_factor)
-    total = sum(max(0, g.budget - searcher.started(g.key)) for g in groups)
+    searches = sum(max(0, g.budget - grouped.started(g.key)) for g in groups)
+    evaluations = sum(len(items(v, k, {})) for v, k in plan)
     path = storage or str((study_dir / "ray").resolve())  # a folder or a URI (s3://...)
-    name = "search"
-    progress = Progress("search", total)
-    if resume and tune.Tuner.can_restore(f"{path}/{name}"):
-        tuner = tune.Tuner.restore(f"{path}/{name}", trainable=_trainable(ctx),
+    progress = PhaseProgress({"search": Progress("search", searches),
+                              "evaluate": Progress("evaluate", evaluations)})
+    if resume and tune.Tuner.can_restore(f"{path}/{RUN_NAME}"):
+        tuner = tune.Tuner.restore(f"{path}/{RUN_NAME}", trainable=_trainable(ctx),
                                    resume_errored=True)
         progress.close = lambda: None  # type: ignore[method-assign]  # restored: its own
-    elif total == 0:
-        return searcher
     else:
         tuner = tune.Tuner(
             _trainable(ctx),
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
-                                        num_samples=total, metric=METRIC, mode=MODE,
-                                        reuse_actors=True,
-                                        max_concurrent_trials=_concurrency(spec)),
-            run_config=_run_config(name, path, progress))
-    tuner.fit()
+                                        num_samples=searches + evaluations, metric=METRIC,
+                                        mode=MODE, reuse_actors=True,
+                                        max_concurrent_trials=slots),
+            run_config=_run_config(RUN_NAME, path, progress, _closer(spec, ctx)))
+    grid = tuner.fit()
     progress.close()
-    settle(ctx)
-    unfinished = [g.key for g in groups if searcher.unfinished(g.key, g.budget)]
+    settle()
+    unfinished = [g.key for g in groups if grouped.unfinished(g.key, g.budget)]
+    if unfinished and grid.errors:  # failed trials, not Ctrl-C: say why
+        raise _failed("search", grid.errors)
     if unfinished:  # Tune returns normally after Ctrl-C: the searches did not all run out
         raise KeyboardInterrupt(f"search interrupted ({', '.join(unfinished)} unfinished)")
-    _drop_checkpoints(path, name)
-    return searcher
+    evaluated = [r for r in grid if (r.config or {}).get("phase") == "evaluate"]
+    skipped = [vk for vk, key in plan.items()
+               if key is not None and grouped.best_params(key) is None]
+    expected = evaluations - sum(len(items(v, k, {})) for v, k in skipped)
+    cut = len(evaluated) < expected or any(r.error is None and not r.metrics.get("trial_done")
+                                           for r in evaluated)
+    if cut and grid.errors:  # failed trials, not Ctrl-C: say why
+        raise _failed("evaluate", grid.errors)
+    if cut:
+        raise KeyboardInterrupt("evaluation interrupted")  # Tune returns normally on Ctrl-C
+    _drop_checkpoints([r.path for r in grid if (r.config or {}).get("phase") == "search"])
+    rows = []
+    for result in evaluated:
+        if result.error is not None or not result.metrics.get("trial_done"):
+            log.warning("evaluation trial failed: %s", result.error)
+            continue
+        cfg = result.config
+        rows.append({"variant": cfg["variant"], "split": cfg["split"], **result.metrics})
+    return grouped, rows
 
 
-def _run_config(name: str, path: str, progress: Progress) -> tune.RunConfig:
-    """One phase's Tune run: a trial restarts up to twice from its checkpoint; Tune keeps only
-    a trial's latest checkpoint (the one it restarts from: every epoch's would take
-    ``epochs × checkpoint size`` per trial, 11 GB for quick.yaml)."""
-    return tune.RunConfig(name=name, storage_path=path, verbose=0, callbacks=[progress],
+def _closer(spec: StudySpec, ctx: _trial.TrialContext) -> RunCloser:
+    return RunCloser(ctx.tracking_uri, {"search": spec.search.asha.max_epochs,
+                                        "evaluate": spec.evaluation.max_epochs})
+
+
+def _run_config(name: str, path: str, progress: Any, closer: RunCloser) -> tune.RunConfig:
+    """The study's Tune run: a trial restarts up to twice from its checkpoint; Tune keeps only
+    a trial's latest checkpoint (the one it restarts from)."""
+    return tune.RunConfig(name=name, storage_path=path, verbose=0, callbacks=[closer, progress],
                           failure_config=tune.FailureConfig(max_failures=2),
                           checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
 
 
-def _drop_checkpoints(path: str, name: str) -> None:
-    """After a search that ran out: its trials' checkpoints serve nothing (results are in
-    MLflow, the evaluation trains afresh); Tune's experiment state stays. Local storage only;
-    an evaluation trial's checkpoint (holding the tested weights) is kept."""
-    if "://" in path:
-        return
+def _drop_checkpoints(trial_paths: list[str]) -> None:
+    """After the study: the search trials' checkpoints serve nothing (results are in MLflow,
+    the evaluation trained afresh); Tune's experiment state stays. Local storage only; an
+    evaluation trial's checkpoint (holding the tested weights) is kept."""
     freed = 0
-    for folder in Path(path, name).glob("*/checkpoint_*"):
-        freed += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-        shutil.rmtree(folder, ignore_errors=True)
+    for path in trial_paths:
+        if "://" in str(path):
+            continue
+        for folder in Path(path).glob("checkpoint_*"):
+            freed += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+            shutil.rmtree(folder, ignore_errors=True)
     if freed:
-        log.info("removed the search trials' checkpoints (%.1f GB)", freed / 1e9)
+        log.info("removed the search trials' checkpoints (%.1f MB)", freed / 1e6)
 
 
 def best_configs(spec: StudySpec, searcher: GroupedOptunaSearcher) -> dict[tuple[str, int], dict]:
@@ -156,7 +204,7 @@ def best_configs(spec: StudySpec, searcher: GroupedOptunaSearcher) -> dict[tuple
     shared split's best (shared), or the fixed values alone when nothing is searched."""
     out: dict[tuple[str, int], dict] = {}
     for v in spec.variants:
-        for k in range(spec.splits.n_splits):
+        for k in range(spec.splits.total):
             if not spec.params_for(v):
                 out[(v, k)] = {}
                 continue
@@ -169,37 +217,19 @@ def best_configs(spec: StudySpec, searcher: GroupedOptunaSearcher) -> dict[tuple
     return out
 
 
-def run_evaluation(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path,
-                   configs: dict[tuple[str, int], dict], *, resume: bool,
-                   storage: str | None = None) -> list[dict]:
-    """Train each split's best configuration and test it once.
+def evaluation_items(spec: StudySpec, configs: dict[tuple[str, int], dict]) -> list[dict]:
+    """The evaluation trials: one item per (variant, split) configuration and training seed
+    (``evaluation.seeds`` of them: ``train.seed``, ``train.seed + 1``, …), each a dict with
+    ``variant``, ``split``, ``seed`` and the configuration's values. The trial trains with the
+    item's ``seed`` (``study._trial.train_config``)."""
+    items = seed_items(spec)
+    return [item for (v, k), values in configs.items() for item in items(v, k, values)]
 
-    It trains on the split's inner-train part with early stopping (and the LR plateau) on the
-    inner-validation part — the part that decides when to stop cannot also be trained on —
-    then evaluates the best-validation weights on the split's test part, once."""
-    items = [{"variant": v, "split": k, **values} for (v, k), values in configs.items()]
-    path = storage or str((study_dir / "ray").resolve())  # a folder or a URI (s3://...)
-    name = "evaluate"
-    progress = Progress("evaluate", len(items))
-    trainable = _trainable(ctx)
-    if resume and tune.Tuner.can_restore(f"{path}/{name}"):
-        tuner = tune.Tuner.restore(f"{path}/{name}", trainable=trainable, resume_errored=True)
-        progress.close = lambda: None  # type: ignore[method-assign]  # restored: its own
-    else:
-        tuner = tune.Tuner(
-            trainable, param_space={"cfg": tune.grid_search(items)},
-            tune_config=tune.TuneConfig(reuse_actors=True),
-            run_config=_run_config(name, path, progress))
-    grid = tuner.fit()
-    progress.close()
-    settle(ctx)
-    if grid.num_terminated + grid.num_errors < len(grid):  # Tune returns normally on Ctrl-C
-        raise KeyboardInterrupt("evaluation interrupted")
-    rows = []
-    for result in grid:
-        if result.error is not None or not result.metrics.get("trial_done"):
-            log.warning("evaluation trial failed: %s", result.error)
-            continue
-        cfg = result.config["cfg"]
-        rows.append({"variant": cfg["variant"], "split": cfg["split"], **result.metrics})
-    return rows
+
+def seed_items(spec: StudySpec) -> EvalItems:
+    """(variant, split, chosen values) -> its evaluation trials, one per training seed."""
+    seeds = spec.evaluation.seed_list(spec.train.seed)
+
+    def items(variant: str, split: int, values: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"variant": variant, "split": split, "seed": seed, **values} for seed in seeds]
+    return items

@@ -55,3 +55,28 @@ class Progress(Callback):
 
     def close(self) -> None:
         self._show()
+
+
+class PhaseProgress(Callback):
+    """One Tune run, two phases: each trial's events go to its phase's :class:`Progress`
+    (``trial.config["phase"]``), so search and evaluation keep their own counts and ETA."""
+
+    def __init__(self, phases: dict[str, Progress]) -> None:
+        self.phases = phases
+
+    def _of(self, trial: Any) -> Progress:
+        return self.phases[trial.config.get("phase", "search")]
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._of(trial).on_trial_start(iteration, trials, trial, **info)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._of(trial).on_trial_complete(iteration, trials, trial, **info)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._of(trial).on_trial_error(iteration, trials, trial, **info)
+
+    def close(self) -> None:
+        for progress in self.phases.values():
+            if progress.total:
+                progress.close()

@@ -28,7 +28,8 @@ def table1(rows: list[dict]) -> pd.DataFrame:
 
 
 def format_table1(df: pd.DataFrame) -> str:
-    lines = ["Table 1 (reproduced here; test set touched once per evaluation run)",
+    lines = ["Table 1 (quick summary: every view a case, logged metrics; the report's Table 1 "
+             "combines a lesion's views and gives CIs)",
              f"{'variant':<8}{'accuracy %':>11}{'std %':>8}{'time min':>10}{'AUC':>7}{'splits':>8}"]
     for r in df.itertuples(index=False):
         lines.append(f"{r.variant:<8}{r[1]:>11.2f}{r[2]:>8.2f}{r[3]:>10.2f}{r[4]:>7.3f}"

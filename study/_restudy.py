@@ -18,6 +18,7 @@ with the same seed a re-study would replay the previous execution's random start
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Mapping
@@ -33,6 +34,16 @@ PARENT_TAG = "mlflow.parentRunId"
 Trigger = Literal["changed", "forced", "retry", "first"]
 
 
+def data_fingerprint(main: str, external: Mapping[str, str]) -> str:
+    """The data a re-study compares: the ROI set's fingerprint ``main`` alone without external
+    validation sets (older executions compare equal), else ``main`` plus a digest of the sorted
+    ``name=fingerprint`` pairs of the external sets."""
+    if not external:
+        return main
+    pairs = ",".join(f"{n}={fp}" for n, fp in sorted(external.items()))
+    return f"{main}+{hashlib.blake2b(pairs.encode(), digest_size=8).hexdigest()}"
+
+
 @dataclass(frozen=True)
 class Execution:
     """One parent run of a study, as the scheduler needs it."""
@@ -45,7 +56,9 @@ class Execution:
 
     @property
     def fingerprints(self) -> dict[str, str]:
-        return {"data": self.tags.get("data_fingerprint", ""),
+        external = {k.removeprefix("external_fingerprint."): v for k, v in self.tags.items()
+                    if k.startswith("external_fingerprint.")}
+        return {"data": data_fingerprint(self.tags.get("data_fingerprint", ""), external),
                 "code": self.tags.get("git_commit", ""),
                 "space": self.tags.get("spec_fingerprint", "")}
 
@@ -94,12 +107,15 @@ class Restudy:
 
 _PATH = re.compile(r"(?:[A-Za-z]:)?(?:~|\.{1,2})?(?:[\\/][^\s'\",:;()\[\]]+)+")
 _IMAGE = re.compile(r"[^\s'\",:;()\[\]/\\]+\.(?:tiff?|pgm|png|jpe?g|dcm|bmp)\b", re.I)
+# CBIS-DDSM case folders and patient ids (Mass-Training_P_00001_LEFT_CC_1, P_00001)
+_PATIENT = re.compile(r"\b(?:(?:Mass|Calc)-(?:Training|Test)_)?P_\d+\w*", re.I)
 
 
 def failure_reason(text: str, limit: int = 500) -> str:
     """An error message fit for an MLflow tag: paths and image file names (which can carry
-    patient ids) replaced by ``<path>`` / ``<file>``; the full message stays in the local log."""
-    return _IMAGE.sub("<file>", _PATH.sub("<path>", text))[:limit]
+    patient ids) replaced by ``<path>`` / ``<file>``, CBIS-DDSM case folders and patient ids by
+    ``<patient>``; the full message stays in the local log."""
+    return _PATIENT.sub("<patient>", _IMAGE.sub("<file>", _PATH.sub("<path>", text)))[:limit]
 
 
 # ----------------------------------------------------------------------------- reading MLflow

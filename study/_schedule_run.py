@@ -122,7 +122,7 @@ def _run_locked(run: ScheduledRun, spec: StudySpec, runs: Path, uri: str,
     except DatasetError as e:
         record_failure(client, spec, f"data: {e}", trigger="data")
         raise
-    current = Current(data.rois.fingerprint, _git_commit(), spec.fingerprint(),
+    current = Current(data.fingerprint, _git_commit(), spec.fingerprint(),
                       spec.flat_dict())
     decision = decide(current, history, force=run.force)
     if not decision.run:

@@ -29,6 +29,7 @@ from ray import tune
 from search_spaces import StudySpec
 from search_spaces.spec import Phase
 from study._journal import EpochJournal, logged_epochs
+from study._login import MlflowLogin
 from study._mlflow_proc import pid_alive
 from study._restudy import failure_reason
 from trainables._roiset import RoiSet
@@ -38,12 +39,13 @@ from trainables.train import run_trial
 
 RUN_ID_FILE = "mlflow_run_id"
 SCRATCH_PREFIX = "tlstudy-trial-"  # + worker pid: a trial's local checkpoint folder
-RESERVED = ("variant", "split", "optuna_trial")
+RESERVED = ("phase", "variant", "split", "optuna_trial", "seed")
 
 
 @dataclass(frozen=True)
 class TrialContext:
-    """What every trial of a phase shares (sent once through Ray's object store)."""
+    """What every trial of a study shares (sent once through Ray's object store). ``phase``:
+    the default for configs that do not say theirs (``config["phase"]``)."""
 
     spec: StudySpec
     phase: Phase
@@ -53,17 +55,27 @@ class TrialContext:
     experiment_id: str
     parent_run_id: str
     tags: dict[str, str]            # data/split fingerprints, versions, ... for child runs
+    external: dict[str, RoiSet] = dataclasses.field(default_factory=dict)  # evaluate phase
+    login: MlflowLogin | None = None  # the driver's MLflow login, for trials on other nodes
 
 
 def train_config(config: dict[str, Any], ctx: TrialContext) -> TrainConfig:
     """The Tune config (variant, split, searched values) + the study's settings for the phase.
 
-    CPU threads default to the CPUs the trial was given."""
+    CPU threads default to the CPUs the trial was given; an evaluation item's ``seed``
+    (``study._phases.evaluation_items``) replaces ``train.seed``."""
     values = searched_values(config)
-    data = ctx.spec.trial_config(config["variant"], values, phase=ctx.phase)
+    data = ctx.spec.trial_config(config["variant"], values, phase=phase_of(config, ctx))
+    if config.get("seed") is not None:
+        data["seed"] = int(config["seed"])
     if data.get("threads") is None:
         data["threads"] = max(1, int(ctx.spec.resources.cpus))
     return TrainConfig.from_dict(data)
+
+
+def phase_of(config: dict[str, Any], ctx: TrialContext) -> Phase:
+    """The trial's phase: its config's (one Tune run holds both), else the context's."""
+    return config.get("phase", ctx.phase)  # type: ignore[no-any-return]
 
 
 def searched_values(config: dict[str, Any]) -> dict[str, Any]:
@@ -73,10 +85,14 @@ def searched_values(config: dict[str, Any]) -> dict[str, Any]:
 def run(config: dict[str, Any], ctx: TrialContext) -> None:
     """Tune function trainable (bind ``ctx`` with ``tune.with_parameters``).
 
-    ``config`` is the searcher's dict, or ``{"cfg": dict}`` from the evaluation grid."""
+    ``config`` is the searcher's dict: a search or an evaluation trial (``config["phase"]``)."""
     from study import tracking
 
     config = config.get("cfg", config)
+    ctx = dataclasses.replace(ctx, phase=phase_of(config, ctx))
+    if ctx.login is not None:  # a worker node has no credentials of its own (study._login)
+        ctx.login.apply()
+    allow_slow_finish()
 
     cfg = train_config(config, ctx)
     split = ctx.splits[int(config["split"])]
@@ -100,7 +116,8 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
                 client, ctx.experiment_id, ctx.parent_run_id,
                 phase=ctx.phase, variant=cfg.regime.variant, split=split.index,
                 trial=trial_id, params=_flat_params(cfg, config),
-                tags={**ctx.tags, **_role_tags(ctx.spec, cfg.regime.variant)})
+                tags={**ctx.tags, **_role_tags(ctx.spec, cfg.regime.variant),
+                      "seed": str(cfg.seed)})
             run_file.write_text(run_id)
             # a run reused after a crash before the first checkpoint may hold epochs already
             journal = EpochJournal(work, logged=logged_epochs(client, run_id))
@@ -108,21 +125,27 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
         logger.tags(where)
         journal.send(logger)  # epochs a crash kept from MLflow, if any
 
-        last_epoch = [0]
+        last_epoch, handed = [0], [journal.checkpoint_epoch()]
 
         def reporter(metrics: dict[str, Any]) -> str | None:
             last_epoch[0] = int(metrics["epoch"])
             numeric = {k: float(v) for k, v in metrics.items() if _is_number(v)}
-            journal.record(last_epoch[0], numeric, int(metrics["checkpoint_epoch"]))
+            written = int(metrics["checkpoint_epoch"])
+            journal.record(last_epoch[0], numeric, written)
             journal.send(logger)  # before Tune has it: a stopped trial's worker may be torn
             logger.flush()        # down right after report() (see study/_journal.py)
-            tune.report({**numeric, "trial_done": False},
-                        checkpoint=tune.Checkpoint.from_directory(str(work)))
+            checkpoint = None     # Tune copies a checkpoint only when one was written
+            if written != handed[0]:
+                handed[0] = written
+                checkpoint = tune.Checkpoint.from_directory(str(work))
+            tune.report({**numeric, "trial_done": False, "mlflow_run_id": run_id,
+                         "phase": ctx.phase}, checkpoint=checkpoint)
             return None
 
         try:
             result = run_trial(cfg, ctx.rois, split, reporter=reporter, checkpoint_dir=work,
-                               phase=ctx.phase)
+                               phase=ctx.phase,
+                               external=(ctx.external or None) if ctx.phase == "evaluate" else None)
         except SystemExit:
             # Tune ends a trial its scheduler stopped (ASHA) with sys.exit(0) inside report(),
             # after it saw the epoch; stopped at its last epoch it had its whole budget.
@@ -140,14 +163,20 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
             logger.finish("FAILED")  # Tune may restart it: then RUNNING again, same run
             raise
         final = _final_metrics(result)
+        for name, ext in (result.external or {}).items():  # external validation sets
+            final.update(ext.metrics(name))
+            logger.artifact_json(f"external_{name}_predictions.json", ext.predictions())
         logger.metrics(result.epochs_run, final)
         logger.tags({"stop_reason": result.stop_reason})
         logger.artifact_json("lr_table.json", result.lr_table)
         if result.test_probs is not None:
-            ids = list(result.test_probs)
-            logger.artifact_json("test_predictions.json", {
-                "sample_id": ids, "p_malignant": [result.test_probs[s] for s in ids],
-                "label": [result.test_labels[s] for s in ids]})
+            logger.artifact_json("test_predictions.json",
+                                 predictions_record(ctx.rois, result.test_probs,
+                                                    result.test_labels))
+            if result.val_probs is not None:  # thresholds are chosen on these, not on test
+                logger.artifact_json("val_predictions.json",
+                                     predictions_record(ctx.rois, result.val_probs,
+                                                        result.val_labels))
             if result.test_roc is not None:
                 roc = result.test_roc
                 logger.artifact_json("roc.json", {
@@ -159,9 +188,44 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
         # no ``finally`` runs (each trial's folder holds checkpoints: tens to hundreds of MB)
         shutil.rmtree(work, ignore_errors=True)
         tune.report({**final, "epoch": result.epochs_run, "trial_done": True,
-                     "mlflow_run_id": run_id, "stop_reason": result.stop_reason})
+                     "mlflow_run_id": run_id, "phase": ctx.phase,
+                     "stop_reason": result.stop_reason})
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def live_scratch(root: Path | None = None) -> list[Path]:
+    """Scratch folders whose worker process is still alive."""
+    return [f for f, pid in _scratch(root) if pid is not None and pid_alive(pid)]
+
+
+def _scratch(root: Path | None) -> list[tuple[Path, int | None]]:
+    out = []
+    for folder in Path(root or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = folder.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        out.append((folder, int(pid) if pid.isdigit() else None))
+    return out
+def predictions_record(rois: RoiSet, probs: dict[str, float],
+                       labels: dict[str, int]) -> dict[str, list]:
+    """Per-sample predictions as logged: anonymous ``sample_id``, ``p_malignant``, ``label``
+    and the anonymous ``cluster`` (lesion) and ``patient`` ids the report combines views by
+    and resamples (``RoiSet.cluster_ids``); never a raw patient id."""
+    where = {s: i for i, s in enumerate(rois.sample_ids.astype(str))}
+    index = [where[s] for s in probs]
+    lesion, patient = rois.cluster_ids("lesion"), rois.cluster_ids("patient")
+    return {"sample_id": list(probs), "p_malignant": [float(p) for p in probs.values()],
+            "label": [int(labels[s]) for s in probs],
+            "cluster": [str(lesion[i]) for i in index],
+            "patient": [str(patient[i]) for i in index]}
+def allow_slow_finish(seconds: int = 60) -> None:
+    """Let a stopped trial end its MLflow run before Tune reuses its actor.
+
+    Tune reuses a trial's actor for the next trial (``reuse_actors``) once the function has
+    returned, waiting ``TUNE_FUNCTION_THREAD_TIMEOUT_S`` (default 2 s) for that, then aborts the
+    next trial ("Trainable runner reuse requires reset_config()"). A pruned trial ends its run
+    after Tune stopped it, and that can take longer over a busy or logged-in server. Tune reads
+    the variable in this process when it resets the actor."""
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", str(seconds))
 
 
 def sweep_scratch(root: Path | None = None) -> list[Path]:
@@ -169,9 +233,8 @@ def sweep_scratch(root: Path | None = None) -> list[Path]:
     Tune while its trial waited in ``report``) from this machine's temp folder; returns them.
     Folders of live processes are left alone."""
     removed = []
-    for folder in Path(root or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
-        pid = folder.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not pid_alive(int(pid)):
+    for folder, pid in _scratch(root):
+        if pid is not None and not pid_alive(pid):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
@@ -216,7 +279,7 @@ def _role_tags(spec: StudySpec, variant: str) -> dict[str, str]:
 def _final_metrics(result: Any) -> dict[str, float]:
     names = ["best_val_loss", "best_val_acc", "best_val_auc", "wall_time_s", "epochs_run",
              "best_epoch", "test_loss", "test_acc", "test_auc", "test_sensitivity",
-             "test_specificity", "test_youden_threshold"]
+             "test_specificity", "val_youden_threshold"]
     out = {}
     for name in names:
         value = getattr(result, name)

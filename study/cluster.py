@@ -51,6 +51,12 @@ HEAD_RUNS_DIR = "~/tlstudy-runs"              # the head's --runs-dir: MLflow st
 HEAD_JOB_ADDRESS = "http://127.0.0.1:8265"    # the job server, as seen on the head
 MLFLOW_PORT = 5000                            # the head's MLflow server (head_start_ray_commands)
 TOKEN_FILE = "~/.ray/auth_token"
+# the MLflow login (one line user:password, mode 0600): made on your machine by `python -m
+# study.cluster login` (the launcher does it when missing), shipped by file_mounts, read by the
+# head's MLflow server and by the study driver (TLSTUDY_MLFLOW_CREDENTIALS); trials get it
+# from the driver through Ray (study._login), never through argv, env printed or logs
+HEAD_CREDENTIALS = "~/.tlstudy/mlflow_credentials"
+LOGIN_USER = "tlstudy"
 JOB_EXCLUDES = [".venv", ".git", "runs", "**/__pycache__", "*.egg-info", ".pytest_cache",
                 ".ruff_cache", ".mypy_cache", ".hypothesis"]
 _SDKS = {"aws": ("boto3", "pip install boto3"),
@@ -100,6 +106,12 @@ class ClusterConfig:
                 total[key] = total.get(key, 0.0) + value * self.max_count(name)
         return total
 
+    def reachable_nodes(self) -> list[dict[str, float]]:
+        """Each node the autoscaler can bring up (a node type repeated ``max_workers`` times),
+        with its declared resources: what the study's trial limit is sized from."""
+        return [dict(res) for name, res in self.node_resources().items()
+                for _ in range(self.max_count(name))]
+
     def project_mount(self) -> str:
         """The head's copy of this project: the ``file_mounts`` target whose source is the
         project folder (``~/tlstudy: .``)."""
@@ -114,6 +126,10 @@ class ClusterConfig:
 
     def ships_token(self) -> bool:
         return any(str(local) == TOKEN_FILE
+                   for local in (self.data.get("file_mounts") or {}).values())
+
+    def ships_login(self) -> bool:
+        return any(str(local) == HEAD_CREDENTIALS
                    for local in (self.data.get("file_mounts") or {}).values())
 
 
@@ -200,6 +216,7 @@ class ClusterRequest:
     tracking_uri: str | None = None
     resume: bool = False
     dry_run: bool = False
+    max_concurrent_trials: int | None = None
 
 
 @dataclass(frozen=True)
@@ -242,6 +259,8 @@ def driver_argv(request: ClusterRequest, *, cluster_config: str = HEAD_CONFIG,
                         ("--tracking-uri", request.tracking_uri)):
         if value is not None:
             argv += [flag, value]
+    if request.max_concurrent_trials is not None:
+        argv += ["--max-concurrent-trials", str(request.max_concurrent_trials)]
     if request.resume:
         argv.append("--resume")
     return argv
@@ -275,6 +294,9 @@ def plan(request: ClusterRequest, config: ClusterConfig, *, ray: str = "ray",
     if config.ships_token() and not Path(TOKEN_FILE).expanduser().is_file():
         steps.append(Step("create the cluster's Ray token (file_mounts ships it to every node)",
                           [ray, "get-auth-token", "--generate"]))
+    if config.ships_login() and not Path(HEAD_CREDENTIALS).expanduser().is_file():
+        steps.append(Step("create the cluster's MLflow login (file_mounts ships it, mode 0600)",
+                          [sys.executable, "-m", "study.cluster", "login"]))
     cfg = str(config.path.resolve())   # the commands run in the project folder
     steps.append(Step("create the cluster, or attach to it (Ray is not restarted)",
                       [ray, "up", "-y", "--no-restart", cfg]))
@@ -325,7 +347,8 @@ def submit(request: ClusterRequest, spec: StudySpec, *, echo: Callable[[str], An
     cfg = shlex.quote(str(config.path))
     echo(f"follow: ray exec {cfg} 'ray job logs --follow {sid}'   "
          f"stop: ray exec {cfg} 'ray job stop {sid}'\n"
-         f"MLflow UI: ray attach {cfg} -p {MLFLOW_PORT}, then http://localhost:{MLFLOW_PORT}   "
+         f"MLflow UI: ray attach {cfg} -p {MLFLOW_PORT}, then http://localhost:{MLFLOW_PORT} "
+         f"(user {LOGIN_USER}, password in {HEAD_CREDENTIALS})   "
          f"Ray dashboard: ray dashboard {cfg}, then http://localhost:8265")
     if request.dry_run:
         for p in problems:
@@ -338,11 +361,15 @@ def submit(request: ClusterRequest, spec: StudySpec, *, echo: Callable[[str], An
         except OSError as exc:
             raise ClusterError(f"step {i} ({step.what}) could not start: {exc}") from None
         if done.returncode != 0:
-            if step is steps[-1]:
-                return int(done.returncode)   # the study's own exit status (its output shown)
+            if step is steps[-1]:   # the study's own exit status; its output (shown) says why
+                echo(f"the study job {sid} failed (exit {done.returncode}); its whole log: "
+                     f"ray exec {cfg} 'ray job logs {sid}'")
+                return int(done.returncode)
             raise ClusterError(f"step {i} failed (exit {done.returncode}): "
-                               f"{shlex.join(step.argv)}\n(see its output above; for `ray "
-                               "up`: credentials, instance quotas for the GPU type, region)")
+                               f"{shlex.join(step.argv)}\n(see its output above: `ray up` "
+                               "shows the setup or start command that failed with its output; "
+                               "before any node exists, it is the cloud: credentials, instance "
+                               "quotas for the GPU type, region)")
     return 0
 
 
@@ -367,17 +394,39 @@ def head_settings(config_path: Path, runs_dir: Path, tracking_uri: str | None, *
     if tracking_uri is None:
         from ray.util import get_node_ip_address
 
-        from study.server import ensure_server
+        from study.server import ServerError, ensure_server, server_status
 
-        info = ensure_server(runs_dir, host="0.0.0.0", port=MLFLOW_PORT, timeout_s=120)
+        # the server the YAML's head_start_ray_commands started, whatever its port; else one
+        # on MLFLOW_PORT (where `ray attach CONFIG -p 5000` expects it)
+        running = server_status(runs_dir).state == "running"
+        try:
+            info = ensure_server(runs_dir, host="0.0.0.0", port=None if running else MLFLOW_PORT,
+                                 timeout_s=120)
+        except (ServerError, ValueError) as exc:
+            raise ClusterError(f"the head's MLflow server (runs folder {runs_dir}) is not "
+                               f"running and could not be started: {exc}\nThe cluster YAML "
+                               f"ships the login as {HEAD_CREDENTIALS} (file_mounts; "
+                               "`python -m study.cluster login` makes it)") from None
         if _is_loopback(info.host):
             raise ClusterError(f"the head's MLflow server ({info.url}) binds {info.host}: the "
                                f"workers cannot reach it. Stop it (python -m study.server stop "
                                f"--study-dir {runs_dir}) and submit again")
         tracking_uri = f"http://{get_node_ip_address()}:{info.port}"
         echo(f"MLflow on the head: {tracking_uri} (from your machine: ray attach CONFIG -p "
-             f"{MLFLOW_PORT}, then http://localhost:{MLFLOW_PORT})")
+             f"{info.port}, then http://localhost:{info.port})")
     return HeadSettings(address, tracking_uri, config.reachable_resources())
+
+
+def use_head_login(environ: dict[str, str] | None = None) -> None:
+    """On the head: read the MLflow login from ``HEAD_CREDENTIALS`` (what the YAML ships) when
+    no other login is configured (``TLSTUDY_MLFLOW_CREDENTIALS``, MLflow's variables)."""
+    from study.server import CREDENTIALS_FILE_ENV
+
+    env = os.environ if environ is None else environ
+    path = Path(HEAD_CREDENTIALS).expanduser()
+    if (path.is_file() and not env.get(CREDENTIALS_FILE_ENV)
+            and not env.get("MLFLOW_TRACKING_PASSWORD")):
+        env[CREDENTIALS_FILE_ENV] = str(path)
 
 
 def _is_loopback(host: str) -> bool:
@@ -385,3 +434,44 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+# ---------------------------------------------------------------- the MLflow login
+
+
+def make_login(path: Path, *, user: str = LOGIN_USER) -> bool:
+    """Write a new random MLflow login (``user:password``, 32 characters) to ``path`` with mode
+    0600 unless the file exists; True when written. The password is never printed."""
+    import secrets
+
+    path = Path(path).expanduser()
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(f"{user}:{secrets.token_urlsafe(24)}\n")
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m study.cluster login [--file F]``: the cluster's MLflow login (kept if it
+    exists). The cluster YAML ships it to the nodes; the head's server and the driver read it;
+    open the MLflow UI with that user and password."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m study.cluster", description=main.__doc__)
+    p.add_argument("command", choices=["login"])
+    p.add_argument("--file", type=Path, default=Path(HEAD_CREDENTIALS),
+                   help=f"where (default {HEAD_CREDENTIALS})")
+    args = p.parse_args(argv)
+    path = args.file.expanduser()
+    if make_login(path):
+        print(f"MLflow login for the cluster written to {path} (mode 0600; user {LOGIN_USER})")
+    else:
+        print(f"MLflow login kept: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

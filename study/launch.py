@@ -14,6 +14,8 @@ Examples::
     python -m study.launch --resume                          # continue an interrupted study
     python -m study.launch --cluster ray_cluster.yaml --space paper \
         --data /data/BCDR-F03_dataset --data-format bcdr --storage-path s3://bucket/tlstudy
+    python -m study.launch --address 10.0.0.5:6379 --space paper \
+        --storage-path /mnt/nfs/tlstudy --max-concurrent-trials 16   # a running Ray cluster
 
 Exit status: 0 done (or already done), 1 the environment failed (the MLflow server did not
 start, no space left on the runs folder's disk), 2 bad input (space
@@ -52,9 +54,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking server; default $MLFLOW_TRACKING_URI, else a managed "
                         "server on 127.0.0.1 (its stores under --runs-dir/mlflow)")
-    p.add_argument("--runs-dir", type=Path, default=Path("runs"),
+    p.add_argument("--runs-dir", type=Path, default=None,
                    help="where studies, data, caches and the managed MLflow server live "
-                        "(default ./runs)")
+                        "(default ./runs; with --cluster it is ~/tlstudy-runs on the head, "
+                        "set in the cluster YAML)")
     p.add_argument("--backend-store-uri", default=None,
                    help="the managed MLflow server's store: sqlite (default on one machine), "
                         "postgres (the runs folder's own PostgreSQL, also Optuna's) or a "
@@ -74,6 +77,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="Tune's checkpoints and experiment state (default RUNS_DIR/STUDY/ray); "
                         "with --cluster, storage every node reaches: s3://bucket/prefix, an NFS "
                         "mount")
+    p.add_argument("--address", default=None,
+                   help="run the study on a running Ray cluster: HOST:PORT (the head's GCS "
+                        "port, 6379), ray://HOST:PORT (Ray Client) or auto (the cluster `ray "
+                        "start` runs here); default $RAY_ADDRESS, else a local Ray")
+    p.add_argument("--max-concurrent-trials", type=int, default=None,
+                   help="trials at once at most, when the cluster can grow beyond what is up "
+                        "now (e.g. an autoscaling KubeRay cluster); default: what fits now")
     p.add_argument("--dry-run", action="store_true",
                    help="with --cluster: validate and print the cluster commands, run nothing")
     p.add_argument("--on-head", action="store_true",
@@ -83,6 +93,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--data and --data-format go together")
     if (args.on_head or args.dry_run) and args.cluster is None:
         p.error("--on-head and --dry-run go with --cluster")
+    if args.cluster is not None and not args.on_head:
+        if args.address is not None:
+            p.error("--address attaches to a running Ray cluster, --cluster brings one up "
+                    "from its YAML: use one of them")
+        if args.runs_dir is not None:
+            p.error("--runs-dir does not apply with --cluster: results live on the head in "
+                    "~/tlstudy-runs (the head's MLflow server is started there by the cluster "
+                    "YAML's head_start_ray_commands); copy them with `ray rsync-down CONFIG "
+                    "~/tlstudy-runs ./runs-cluster`")
+    if args.max_concurrent_trials is not None and args.max_concurrent_trials < 1:
+        p.error(f"--max-concurrent-trials must be 1 or more, not {args.max_concurrent_trials}")
+    if args.runs_dir is None:
+        args.runs_dir = Path("runs")
     return args
 
 
@@ -127,7 +150,35 @@ def main(argv: list[str] | None = None) -> int:
 def _run_here(args: argparse.Namespace, spec, runs: Path) -> int:  # type: ignore[no-untyped-def]
     """Run (or continue) the study with this process as the driver; the study lock is held."""
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    from study._login import driver_login
+    from study.server import ServerError
+
+    if args.on_head:
+        from study.cluster import use_head_login
+
+        use_head_login()  # the login the cluster YAML ships to the head
+    try:  # MLflow's client reads the variables, not TLSTUDY_MLFLOW_CREDENTIALS: set them here
+        login = driver_login()
+    except ServerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if login is not None:
+        login.apply()
     on_cluster: dict = {}
+    address = None if args.on_head else _attach_address(args)
+    if address == "error":
+        return 2
+    if address is not None:
+        from study._attach import attach
+        from study.cluster import ClusterError
+
+        try:
+            found = attach(address, runs, uri, storage_path=args.storage_path)
+        except ClusterError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        uri = found.tracking_uri
+        on_cluster = {"address": found.address, "resources": found.resources}
     if args.on_head:
         from study.cluster import ClusterError, head_settings
 
@@ -156,6 +207,7 @@ def _run_here(args: argparse.Namespace, spec, runs: Path) -> int:  # type: ignor
             print(f"warning: {warning}", file=sys.stderr)
         print(f"MLflow UI: {uri}  (stop it with: python -m study.server stop "
               f"--study-dir {runs})")
+    from study._phases import TrialsFailed
     from study.run import run_study
 
     if not args.resume:
@@ -167,13 +219,19 @@ def _run_here(args: argparse.Namespace, spec, runs: Path) -> int:  # type: ignor
         args.resume = verdict == "resume"
     try:
         run_study(spec, runs / spec.name, uri, resume=args.resume,
-                  storage_path=args.storage_path, **on_cluster)
+                  storage_path=args.storage_path,
+                  max_concurrent_trials=args.max_concurrent_trials, **on_cluster)
     except (DatasetError, SpecError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: runs ended as KILLED; continue with --resume", file=sys.stderr)
         return 130
+    except TrialsFailed as exc:
+        print(f"error: the study failed: {exc}\n(each trial's full error: Tune's error.txt "
+              "under the storage path; fix the cause and continue with --resume)",
+              file=sys.stderr)
+        return 1
     except Exception as exc:
         if not out_of_space(exc):
             raise
@@ -197,6 +255,18 @@ def expected_concurrency(spec, resources=None) -> int:  # type: ignore[no-untype
     if r.gpus > 0:
         fits.append(resources.get("GPU", 0.0) / r.gpus)
     return max(1, int(min(fits))) if fits else 1
+
+
+def _attach_address(args: argparse.Namespace) -> str | None:
+    """``--address``, else ``RAY_ADDRESS``, checked (``"error"``: refused, message printed)."""
+    from study._attach import resolve_address
+    from study.cluster import ClusterError
+
+    try:
+        return resolve_address(args.address, os.environ)
+    except ClusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return "error"
 
 
 def out_of_space(exc: BaseException) -> bool:
@@ -258,7 +328,8 @@ def _on_cluster(args: argparse.Namespace, spec, space: str) -> int:
             config=args.cluster, space=space_argument(space, spec), study=args.study,
             data=None if args.data is None else str(args.data), data_format=args.data_format,
             storage_path=args.storage_path, tracking_uri=args.tracking_uri,
-            resume=args.resume, dry_run=args.dry_run)
+            resume=args.resume, dry_run=args.dry_run,
+            max_concurrent_trials=args.max_concurrent_trials)
         return submit(request, spec)
     except ClusterError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from search_spaces import StudySpec, check_resources
 from study import tracking
 from study._data import StudyData, prepare_data
+from study._login import driver_login
 from study._report import format_table1, table1
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ class StudyOutcome:
 def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bool = False,
               echo: Any = print, address: str | None = None, storage_path: str | None = None,
               resources: Mapping[str, float] | None = None,
+              max_concurrent_trials: int | None = None,
               restudy: Restudy | None = None, data: StudyData | None = None) -> StudyOutcome:
     """Run (or, with ``resume``, continue) ``spec`` with its files under ``study_dir``.
 
@@ -47,7 +49,9 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
     ``<storage_path>/<study name>`` (default ``study_dir/ray``); a multi-node cluster needs
     storage every node reaches (``s3://...``, an NFS mount). ``resources``: what the cluster can
     reach, to check the space against (an autoscaling cluster's GPU workers may not be up
-    yet; default: what Ray has now). ``restudy``: this execution re-runs an earlier one
+    yet; default: what Ray has now). ``max_concurrent_trials``: the search's declared trial
+    limit (``--max-concurrent-trials``: a cluster that grows beyond what is up now; default:
+    what fits now). ``restudy``: this execution re-runs an earlier one
     (``python -m study.schedule run``): the parent run is tagged with the previous one and what
     changed, the search gets its own Optuna studies (``<study>@<run id[:8]>/<variant>/split<k>``)
     seeded with the previous best configurations (TPE seeds salted with the previous run's id,
@@ -73,6 +77,10 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
                  configure_logging=False, log_to_driver=False)
     check_resources(spec, resources if resources is not None else ray.cluster_resources())
+    from study._slots import live_nodes, trial_slots
+
+    # what the cluster can reach (an autoscaler's maximum), else the nodes up now
+    slots = trial_slots(spec, [resources] if resources is not None else live_nodes())
     if storage_path and "://" not in storage_path:  # a shared folder (NFS mount)
         storage_path = str(Path(storage_path).expanduser().resolve())
     storage = (f"{storage_path.rstrip('/')}/{spec.name}" if storage_path
@@ -107,19 +115,23 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
         logger = tracking.RunLogger(client, parent)
     echo(f"MLflow: {tracking_uri}/#/experiments/{exp_id}/runs/{parent}")
 
-    def context(phase: str) -> _trial.TrialContext:
+    login = driver_login()  # trials on other nodes log in with it (study._login)
+    if login is not None:
+        login.apply()       # and so does this driver (a credentials file alone is not read
+                            # by MLflow's client)
+
+    def context(phase: str) -> _trial.TrialContext:  # external sets: evaluation trials only
         return _trial.TrialContext(spec=spec, phase=phase, rois=data.rois,  # type: ignore[arg-type]
                                    splits=data.splits, tracking_uri=tracking_uri,
-                                   experiment_id=exp_id, parent_run_id=parent, tags=tags)
+                                   experiment_id=exp_id, parent_run_id=parent, tags=tags,
+                                   external=data.external, login=login)
     status = "FAILED"
     try:
-        searcher = _phases.run_search(spec, context("search"), study_dir, resume=resume,
-                                      storage=storage, study_prefix=prefix,
-                                      warm_start=restudy.warm_start if restudy else None,
-                                      seed_salt=salt, trials=trials)
-        configs = _phases.best_configs(spec, searcher)
-        rows = _phases.run_evaluation(spec, context("evaluate"), study_dir, configs,
-                                      resume=resume, storage=storage)
+        _, rows = _phases.run_phases(spec, context("search"), study_dir, resume=resume,
+                                     storage=storage, study_prefix=prefix,
+                                     warm_start=restudy.warm_start if restudy else None,
+                                     seed_salt=salt, trials=trials,
+                                     slots=max_concurrent_trials or slots)
         table = table1(rows)
         text = format_table1(table)
         if spec.search.mode == "shared":
@@ -127,7 +139,7 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
                      "split) — these estimates are optimistic.")
         echo(text)
         logger.artifact_json("table1.json", table.to_dict(orient="records"))
-        missing = sorted({(v, k) for v in spec.variants for k in range(spec.splits.n_splits)}
+        missing = sorted({(v, k) for v in spec.variants for k in range(spec.splits.total)}
                          - {(r["variant"], r["split"]) for r in rows})
         if missing:
             echo("missing evaluations: " + ", ".join(f"{v} split {k}" for v, k in missing))
@@ -193,6 +205,8 @@ def run_tags(spec: StudySpec, data: StudyData) -> dict[str, str]:
         "torch": torch.__version__, "ray": ray.__version__, "optuna": optuna.__version__,
         "mlflow": mlflow.__version__,
         "device": "cuda" if spec.resources.gpus > 0 else f"cpu ({platform.processor() or 'cpu'})",
+        **{f"external_fingerprint.{name}": rois.fingerprint
+           for name, rois in data.external.items()},
     }
     return tags
 

@@ -78,3 +78,135 @@ def run_cluster_script(source: str, args: dict[str, Any], folder: Path, *,
     report: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     report["stderr"] = err
     return report
+
+
+# ---------------------------------------------------------------- `ray start` raylets
+
+_WAIT_NODES = """
+import json, sys, time, ray
+address, count, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+ray.init(address=address, configure_logging=False, log_to_driver=False)
+deadline = time.monotonic() + timeout
+while True:
+    alive = [n for n in ray.nodes() if n["Alive"]]
+    if len(alive) >= count or time.monotonic() > deadline:
+        break
+    time.sleep(0.5)
+print(json.dumps(sorted(n["NodeID"] for n in alive)))
+"""
+
+
+def own_ip() -> str:
+    """A non-loopback address of this machine's own network namespace (the one its default
+    route leaves from); skips the test when there is none."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))
+            ip = str(s.getsockname()[0])
+        except OSError:
+            ip = "127.0.0.1"
+    if ip.startswith("127."):
+        pytest.skip("this machine has no non-loopback address")
+    return ip
+
+
+class RayStartCluster:
+    """A head and worker raylets started with the ``ray`` command as on separate machines:
+    ``ray start --head`` then ``ray start --address``, each ``--block``-ed in a session of its
+    own (stopped by that session, never by ``ray stop``), each with its own ``--temp-dir`` and
+    agent ports, all bound to ``ip``. ``env`` / ``worker_env``: each node's environment (what
+    its workers inherit: a credentials file on the head only, as on a cloud)."""
+
+    def __init__(self, ip: str, folder: Path, *, head_env: dict[str, str],
+                 worker_env: dict[str, str], cpus: int = 1) -> None:
+        self.ip, self.folder, self.cpus = ip, Path(folder), cpus
+        # token authentication on every node and client, as the cluster YAML sets it
+        self.head_env = {**head_env, "RAY_AUTH_MODE": "token"}
+        self.worker_env = {**worker_env, "RAY_AUTH_MODE": "token"}
+        self.port = _free(ip)
+        self.dashboard_port = _free("127.0.0.1")
+        self.procs: list[subprocess.Popen] = []
+        self.temp_dirs: list[str] = []
+        self.head_id = self.worker_id = ""
+
+    @property
+    def address(self) -> str:
+        return f"{self.ip}:{self.port}"
+
+    @property
+    def job_address(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def _start(self, args: list[str], env: dict[str, str], name: str) -> subprocess.Popen:
+        tmp = tempfile.mkdtemp(prefix=f"r{name[0]}", dir="/tmp")  # short: socket paths
+        self.temp_dirs.append(tmp)
+        ports = node_ports()
+        ray = str(Path(sys.executable).parent / "ray")
+        argv = [ray, "start", "--block", "--disable-usage-stats", f"--node-ip-address={self.ip}",
+                f"--num-cpus={self.cpus}", f"--temp-dir={tmp}",
+                f"--dashboard-agent-listen-port={ports['dashboard_agent_listen_port']}",
+                f"--metrics-export-port={ports['metrics_export_port']}",
+                f"--dashboard-agent-grpc-port={ports['metrics_agent_port']}", *args]
+        log = (self.folder / f"{name}.log").open("ab")
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def start(self, timeout_s: float = 120.0) -> list[str]:
+        """Start both nodes and wait until both are alive; returns their node ids."""
+        self._start(["--head", f"--port={self.port}", "--include-dashboard=true",
+                     "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
+                     f"--ray-client-server-port={_free(self.ip)}"],  # not everyone's 10001
+                    self.head_env, "head")
+        (self.head_id,) = self.wait(1, timeout_s)
+        self._start([f"--address={self.address}"], self.worker_env, "worker")
+        ids = self.wait(2, timeout_s)
+        assert len(ids) == 2, f"worker raylet did not join: {self.log('worker')[-3000:]}"
+        (self.worker_id,) = set(ids) - {self.head_id}
+        return ids
+
+    def wait(self, count: int, timeout_s: float) -> list[str]:
+        done = subprocess.run([sys.executable, "-c", _WAIT_NODES, self.address, str(count),
+                               str(timeout_s)], capture_output=True, text=True,
+                              timeout=timeout_s + 60, env=self.head_env)
+        assert done.returncode == 0, (done.stderr[-3000:] + self.log("head")[-3000:])
+        ids: list[str] = json.loads(done.stdout.strip().splitlines()[-1])
+        return ids
+
+    def log(self, name: str) -> str:
+        path = self.folder / f"{name}.log"
+        return path.read_text(errors="replace") if path.is_file() else ""
+
+    def kill_worker(self) -> None:
+        """The worker machine lost: its whole session killed at once."""
+        _kill_session(self.procs[1].pid)
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            _kill_session(proc.pid)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+        for tmp in self.temp_dirs:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def __enter__(self) -> RayStartCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _free(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _kill_session(sid: int) -> None:
+    """SIGKILL every process of session ``sid`` (a node we started, with what it spawned)."""
+    from study._mlflow_proc import session_members
+
+    for pid in session_members(sid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)

@@ -5,7 +5,8 @@ Data path::
 
     load_dataset(path, fmt) -> LoadedDataset (lesion records)
     extract_rois(dataset, RoiConfig(size=299), cache_dir=...) -> (RoiSet, RoiSummary)
-    make_splits(rois, SplitConfig()) -> [Split, ...]   # patient-grouped, stratified, seeded
+    balance_rois(rois, "undersample", seed) -> RoiSet     # optional: as many benign as malignant
+    make_splits(rois, SplitConfig()) -> [Split, ...]   # patient-grouped stratified k-fold, seeded
 """
 
 from trainables._roiset import RoiSet

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -49,3 +51,18 @@ class RoiSet:
         index = np.asarray(index, dtype=np.int64)
         return RoiSet(self.images[index], self.labels[index], self.patients[index],
                       self.lesions[index], self.sample_ids[index], self.fingerprint)
+
+    def cluster_ids(self, level: Literal["lesion", "patient"]) -> np.ndarray:
+        """``(N,)`` str: an anonymous id of each view's lesion (``"l…"``) or patient (``"p…"``),
+        safe to log like ``sample_ids``.
+
+        The same kind of keyed hash as the sample ids (BLAKE2b keyed with this set's
+        content-derived fingerprint): equal within a ROI set for the views of one lesion
+        (patient), not reversible to a patient id without the data."""
+        raw = self.lesions if level == "lesion" else self.patients
+        key = bytes.fromhex(self.fingerprint)[:64]
+        names, inverse = np.unique(np.asarray(raw).astype(str), return_inverse=True)
+        hashed = np.array([level[0] + hashlib.blake2b(f"{level}|{n}".encode(), key=key,
+                                                      digest_size=8).hexdigest()
+                           for n in names], dtype=object)
+        return hashed[inverse]

@@ -1,7 +1,9 @@
 """The mutable state of a running trial: what a checkpoint saves and restores.
 
 Kept apart from the loop so that "everything the next epoch depends on" is one list, in one
-place: model (parameters and BatchNorm statistics), optimiser (momentum/Adam moments, current
+place: model (the tensors training changes — parameters that train and BatchNorm statistics of
+trained blocks; the rest is rebuilt from the seed and the pretrained file, whose SHA-256 the
+checkpoint records), optimiser (momentum/Adam moments, current
 rates), plateau scheduler, early stopping, the RNGs, and the bookkeeping (epoch, history, best
 weights file, elapsed time, finished-or-not). Miss one and a resumed run silently diverges; the
 resume test in ``tests/trainables/test_train.py`` checks it bit-exactly.
@@ -19,6 +21,7 @@ import torch
 
 from trainables import checkpoint as ckpt
 from trainables._early_stopping import EarlyStopping
+from trainables.backbones import weights_path
 from trainables.config import TrainConfig
 from trainables.head import Classifier
 from trainables.regimes import build_model, make_optimizer, make_plateau_scheduler
@@ -46,6 +49,10 @@ class TrialState:
     prior_s: float = 0.0
     best_file: str | None = None
     finished: str | None = None
+    base: dict[str, Any] = field(default_factory=dict)   # what the frozen part is rebuilt from
+    keys: list[str] = field(default_factory=list)        # the state-dict keys training changes
+    best_weights: dict[str, torch.Tensor] | None = None  # in memory since the last write
+    best_epoch: int = 0                                   # the epoch ``best_weights`` are of
 
     @classmethod
     def build(cls, config: TrainConfig, input_size: int, device: torch.device) -> TrialState:
@@ -62,22 +69,33 @@ class TrialState:
                                            patience=config.plateau_patience)
         generators = {"shuffle": torch.Generator().manual_seed(seeds["shuffle"]),
                       "augment": torch.Generator(device=device).manual_seed(seeds["augment"])}
+        loads_file = config.regime.parsed.pretrained and (config.pretrained
+                                                          or config.weights is not None)
+        base = ckpt.base_identity(
+            config.backbone, weights_path(config.backbone, config.weights) if loads_file else None)
         return cls(model, optimizer, scheduler, EarlyStopping(config.early_stopping_patience),
-                   generators)
+                   generators, base=base, keys=ckpt.changing_keys(model))
+
+    def changing_state(self) -> dict[str, torch.Tensor]:
+        """The model tensors training changes (views of the live ones)."""
+        state = self.model.state_dict()
+        return {k: state[k] for k in self.keys}
 
     def payload(self, extra: dict[str, Any], elapsed_s: float) -> dict[str, Any]:
         """The checkpoint contents (``extra``: config and data identity)."""
         return {
-            **extra, "epoch": self.epoch, "model": self.model.state_dict(),
+            **extra, "epoch": self.epoch, "base": self.base, "model": self.changing_state(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "early_stopping": self.stopper.state_dict(),
             "rng": ckpt.rng_state(self.generators), "history": self.history,
             "elapsed_s": elapsed_s, "best_file": self.best_file, "finished": self.finished,
         }
 
-    def restore(self, saved: dict[str, Any]) -> None:
-        """Load a :meth:`payload` (after :meth:`build` with the same config)."""
-        self.model.load_state_dict(saved["model"])
+    def restore(self, saved: dict[str, Any], path: Path) -> None:
+        """Load a :meth:`payload` (after :meth:`build` with the same config): the frozen part
+        is the freshly built one, so the checkpoint must come from the same base."""
+        ckpt.check_base(saved.get("base"), self.base, path)
+        ckpt.load_changing(self.model, saved["model"], self.keys, path)
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         self.stopper.load_state_dict(saved["early_stopping"])
@@ -86,7 +104,27 @@ class TrialState:
         self.prior_s, self.best_file = float(saved["elapsed_s"]), saved["best_file"]
         self.finished = saved["finished"]
 
-    def record_best(self, directory: Path, val_loss: float, keep_weights: bool) -> None:
-        """Update early stopping with this epoch's loss; write the weights if they are the best."""
+    def record_best(self, val_loss: float, keep_weights: bool) -> None:
+        """Update early stopping with this epoch's loss; keep a copy of the changing weights
+        in memory if they are the best (written with the next checkpoint: :meth:`save_best`)."""
         if self.stopper.update(self.epoch, val_loss) and keep_weights:
-            self.best_file = ckpt.save_best(directory, self.epoch, self.model.state_dict())
+            self.best_weights = {k: v.detach().clone() for k, v in self.changing_state().items()}
+            self.best_epoch = self.epoch
+
+    def save_best(self, directory: Path) -> None:
+        """Write the best weights kept in memory, if newer than the file the checkpoint names."""
+        if self.best_weights is not None and (
+                self.best_file != ckpt.best_file_name(self.best_epoch)):
+            self.best_file = ckpt.save_best(directory, self.best_epoch, self.best_weights)
+
+    def load_best(self, directory: Path) -> bool:
+        """Put the best weights into the model (from memory, else the file the checkpoint
+        names); False if there are none."""
+        if self.best_weights is not None:
+            ckpt.load_changing(self.model, self.best_weights, self.keys, "best weights")
+        elif self.best_file is not None:
+            ckpt.load_changing(self.model, ckpt.load_best(directory, self.best_file), self.keys,
+                               Path(directory) / self.best_file)
+        else:
+            return False
+        return True

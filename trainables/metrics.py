@@ -127,3 +127,17 @@ def youden_point(labels: np.ndarray, scores: np.ndarray) -> YoudenPoint:
     k = int(np.nanargmax(j))
     return YoudenPoint(threshold=float(roc.thresholds[k]), sensitivity=float(roc.tpr[k]),
                        specificity=float(1.0 - roc.fpr[k]))
+
+
+def rates_at(labels: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[float, float]:
+    """(sensitivity, specificity) when predicting malignant for ``score >= threshold``; a rate
+    whose class is absent, or a NaN threshold, gives NaN. Use a threshold chosen on other data
+    (validation) to report test rates."""
+    labels, scores = _check(labels, scores)
+    if np.isnan(threshold):
+        return float("nan"), float("nan")
+    called = scores >= threshold
+    pos, neg = labels == 1, labels == 0
+    sens = float(called[pos].mean()) if pos.any() else float("nan")
+    spec = float((~called[neg]).mean()) if neg.any() else float("nan")
+    return sens, spec

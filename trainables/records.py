@@ -46,7 +46,9 @@ class LesionRecord:
     """One view of one lesion.
 
     ``outline`` is a closed polygon as ``((x0, y0), (x1, y1), ...)`` in pixels, top-left origin
-    (the closing edge from the last point back to the first is implied).
+    (the closing edge from the last point back to the first is implied). ``subset`` is the
+    dataset's own partition where it publishes one (CBIS-DDSM: ``"train"`` / ``"test"``), for
+    ``splits.mode: official``; ``None`` elsewhere.
     """
 
     patient: str
@@ -57,6 +59,7 @@ class LesionRecord:
     image: Path
     outline: tuple[tuple[float, float], ...]
     source: SourceRef
+    subset: str | None = None
 
     @property
     def lesion_key(self) -> str:

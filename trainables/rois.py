@@ -110,7 +110,11 @@ def resize(roi: np.ndarray, size: int) -> np.ndarray:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """A greyscale image as ``(H, W)`` uint8 or uint16."""
+    """A greyscale image as ``(H, W)`` uint8 or uint16 (DICOM files through pydicom)."""
+    if path.suffix.lower() == ".dcm":
+        from trainables.datasets._dicom import read_dicom
+
+        return read_dicom(path)
     try:
         with Image.open(path) as im:
             im.load()
@@ -146,8 +150,13 @@ def source_fingerprint(dataset: LoadedDataset) -> str:
     root = dataset.annotation_file.parent
     h = hashlib.blake2b(digest_size=16)
     h.update(dataset.format.encode())
-    for path in [dataset.annotation_file, *dataset.images]:
+    for path in [dataset.annotation_file, *dataset.sources, *dataset.images]:
         h.update(_relative(path, root).encode() + b"\0" + file_digest(path).encode())
+    if dataset.sources or dataset.format in ("cbis-ddsm", "inbreast"):
+        # outlines derived from files not listed (CBIS-DDSM masks): hash what was derived
+        for rec in dataset.records:
+            h.update(repr((_relative(rec.image, root), rec.lesion, rec.outline,
+                           int(rec.label), rec.subset)).encode())
     return h.hexdigest()
 
 

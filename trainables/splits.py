@@ -5,16 +5,29 @@ depends only on (patient ids, labels, seed): it is the same on any machine and f
 order. ``mode="image"`` reproduces the paper's image-level protocol, where views of one lesion
 can fall in train and test, and logs a leakage warning.
 
-Stratification is greedy over patients (largest first, seeded random order among equals), then
-refined by single-patient moves: each class's count in a part ends within one patient's worth
-of images of its target ``fraction × class count`` (within ±1 when every group holds a single
-image).
+Outer splits, by ``scheme``:
+
+* ``"kfold"`` (default): patient-grouped, class-stratified k-fold (scikit-learn's
+  ``StratifiedGroupKFold``, shuffled with a seed derived from ``seed`` and the repeat): the
+  ``n_splits`` test folds of a repeat are disjoint and cover every patient exactly once;
+  ``repeats = R`` repeats it with R different shuffles (repeated k-fold, ``n_splits × R``
+  splits, split ``r·k + f`` is fold ``f`` of repeat ``r``). ``test_fraction`` is not used
+  (each fold is ``1 / n_splits``).
+* ``"repeated"``: repeated hold-out, each split an independent ``test_fraction`` draw (the
+  paper's protocol); test sets overlap between splits, so comparisons over splits need the
+  corrected resampled t-test (Nadeau & Bengio 2003).
+
+The inner validation part (and the repeated hold-out's test part) is picked greedily over
+patients (largest first, seeded random order among equals), then refined by single-patient
+moves: each class's count in a part ends within one patient's worth of images of its target
+``fraction × class count`` (within ±1 when every group holds a single image).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -49,17 +62,20 @@ class Split:
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """``n_splits`` outer splits of ``test_fraction`` test (the paper: 5 × 80/20), and an inner
-    validation part of ``val_fraction`` of train+val. ``scheme="repeated"`` draws each outer
-    split independently (repeated hold-out, as the paper); ``"kfold"`` makes the test parts
-    disjoint (every sample tested once; needs ``n_splits × test_fraction ≤ 1``)."""
+    """Outer splits and an inner validation part of ``val_fraction`` of each train+val part.
+
+    ``scheme="kfold"`` (default): ``n_splits`` disjoint, patient-grouped, class-stratified test
+    folds, the whole k-fold ``repeats`` times with different shuffles (``n_splits × repeats``
+    splits; ``test_fraction`` unused). ``"repeated"``: ``n_splits`` independent hold-out draws
+    of ``test_fraction`` test (the paper: 5 × 80/20); test sets overlap."""
 
     n_splits: int = 5
     test_fraction: float = 0.2
     val_fraction: float = 0.2
     seed: int = 0
     mode: SplitMode = "patient"
-    scheme: Scheme = "repeated"
+    scheme: Scheme = "kfold"
+    repeats: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.n_splits, int) or self.n_splits < 1:
@@ -72,9 +88,19 @@ class SplitConfig:
             raise ValueError(f"split mode must be 'patient' or 'image', got {self.mode!r}")
         if self.scheme not in ("repeated", "kfold"):
             raise ValueError(f"scheme must be 'repeated' or 'kfold', got {self.scheme!r}")
-        if self.scheme == "kfold" and self.n_splits * self.test_fraction > 1.0 + 1e-9:
-            raise ValueError(f"kfold needs n_splits × test_fraction ≤ 1, got "
-                             f"{self.n_splits} × {self.test_fraction}")
+        if self.scheme == "kfold" and self.n_splits < 2:
+            raise ValueError(f"kfold needs n_splits >= 2 folds, got {self.n_splits} (one "
+                             "hold-out split: scheme='repeated', n_splits=1)")
+        if not isinstance(self.repeats, int) or self.repeats < 1:
+            raise ValueError(f"repeats must be a positive integer, got {self.repeats!r}")
+        if self.repeats > 1 and self.scheme != "kfold":
+            raise ValueError("repeats > 1 needs scheme='kfold' (repeated hold-out: raise "
+                             "n_splits instead)")
+
+    @property
+    def total(self) -> int:
+        """Number of outer splits: ``n_splits × repeats`` for k-fold, else ``n_splits``."""
+        return self.n_splits * self.repeats if self.scheme == "kfold" else self.n_splits
 
 
 def make_splits(rois: RoiSet, config: SplitConfig = SplitConfig()) -> list[Split]:
@@ -100,19 +126,14 @@ def split_indices(labels: np.ndarray, patients: np.ndarray,
     n_classes = int(labels.max()) + 1 if n else 1
     counts = np.zeros((len(names), n_classes), dtype=np.int64)
     np.add.at(counts, (inverse, labels), 1)
+    if config.scheme == "kfold":
+        test_groups = _kfold_test_groups(counts, inverse, labels, config)
+    else:
+        test_groups = [_stratified_pick(counts, np.ones(len(names), bool), config.test_fraction,
+                                        np.random.default_rng([config.seed, k, 0]))
+                       for k in range(config.n_splits)]
     splits = []
-    taken = np.zeros(len(names), dtype=bool)  # kfold: groups already used as test
-    for k in range(config.n_splits):
-        rng = np.random.default_rng([config.seed, k, 0])
-        if config.scheme == "kfold":
-            remaining = config.n_splits - k
-            avail = ~taken
-            frac = 1.0 / remaining if config.n_splits * config.test_fraction >= 1 - 1e-9 \
-                else config.test_fraction / max(1e-12, 1 - k * config.test_fraction)
-            test_g = _stratified_pick(counts, avail, min(frac, 1.0), rng)
-            taken |= test_g
-        else:
-            test_g = _stratified_pick(counts, np.ones(len(names), bool), config.test_fraction, rng)
+    for k, test_g in enumerate(test_groups):
         rest = ~test_g
         inner_rng = np.random.default_rng([config.seed, k, 1])
         val_g = _stratified_pick(counts, rest, config.val_fraction, inner_rng)
@@ -121,6 +142,32 @@ def split_indices(labels: np.ndarray, patients: np.ndarray,
         train, val, test = (np.flatnonzero(part == p) for p in (0, 1, 2))
         splits.append(Split(k, train, val, test, _fingerprint(names, train_g, val_g, test_g)))
     return splits
+
+
+def _kfold_test_groups(counts: np.ndarray, inverse: np.ndarray, labels: np.ndarray,
+                       config: SplitConfig) -> list[np.ndarray]:
+    """Boolean group masks of the test folds, repeat by repeat (``StratifiedGroupKFold``).
+
+    scikit-learn sees the groups by their sorted names (``inverse``), so the folds do not
+    depend on the input order; each repeat is shuffled with a seed derived from
+    ``(seed, repeat)``."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    n_groups = len(counts)
+    if n_groups < config.n_splits:
+        raise ValueError(f"{config.n_splits}-fold split of {n_groups} patients: need at least "
+                         "one patient per fold")
+    out = []
+    for r in range(config.repeats):
+        state = int(np.random.SeedSequence([config.seed, r, 2]).generate_state(1)[0])
+        folds = StratifiedGroupKFold(config.n_splits, shuffle=True, random_state=state)
+        with warnings.catch_warnings():  # "least populated class has fewer than n_splits"
+            warnings.simplefilter("ignore", UserWarning)
+            for _, test in folds.split(np.zeros(len(labels)), labels, inverse):
+                mask = np.zeros(n_groups, dtype=bool)
+                mask[inverse[test]] = True
+                out.append(mask)
+    return out
 
 
 def _stratified_pick(counts: np.ndarray, eligible: np.ndarray, fraction: float,

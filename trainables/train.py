@@ -3,7 +3,9 @@
 :func:`run_trial` trains a backbone + head (built by :mod:`trainables.regimes`) on a split's
 inner-train part, validates on its inner-validation part every epoch, reports the epoch to a
 caller-supplied ``reporter`` (the study layer wires it to Ray Tune; nothing here imports Ray or
-MLflow) and writes a checkpoint every epoch (or every ``config.checkpoint_every`` epochs). In the
+MLflow) and writes a checkpoint of what training changed (see :mod:`trainables.checkpoint`) at
+the epochs ``config.checkpoint_at`` names (ASHA's rungs), at the end, and otherwise at most once
+per ``config.checkpoint_interval_s`` seconds (every ``config.checkpoint_every`` epochs). In the
 ``"evaluate"`` phase it then restores the best weights and reads the test part exactly once; the
 ``"search"`` phase never loads the test part.
 
@@ -37,7 +39,7 @@ from trainables._roiset import RoiSet
 from trainables._trial_state import TrialState, derive_seeds
 from trainables.config import TrainConfig
 from trainables.head import Classifier
-from trainables.metrics import RocCurve, accuracy, roc_auc, roc_curve, youden_point
+from trainables.metrics import RocCurve, accuracy, rates_at, roc_auc, roc_curve, youden_point
 from trainables.regimes import lr_table
 from trainables.splits import Split
 
@@ -52,7 +54,8 @@ Reporter = Callable[[dict[str, float]], "str | None"]
 
 #: Config fields that change speed but not results; they may differ when a trial resumes.
 SPEED_ONLY_FIELDS = frozenset({"device", "threads", "bf16", "channels_last", "cudnn_benchmark",
-                               "eval_batch_size", "checkpoint_every"})
+                               "eval_batch_size", "checkpoint_every", "checkpoint_at",
+                               "checkpoint_interval_s"})
 #: Per-epoch metric keys that measure time, not the model (they differ between runs).
 TIMING_KEYS = frozenset({"images_per_s", "epoch_time_s", "checkpoint_time_s"})
 
@@ -75,8 +78,12 @@ class TrialResult:
         partition_passes: complete passes over each partition during this call (training epochs
             and evaluations); ``"test"`` is 1 in the evaluate phase and absent in the search phase.
         test_*: only for a finished evaluate-phase trial, else ``None``. ``test_probs`` and
-            ``test_labels`` are keyed by the ROI set's anonymised ``sample_id``; sensitivity and
-            specificity are at the Youden point, ``test_youden_threshold`` its p(malignant).
+            ``test_labels`` are keyed by the ROI set's anonymised ``sample_id``;
+            ``test_sensitivity`` / ``test_specificity`` are at ``val_youden_threshold``, the
+            Youden point of the *validation* predictions of the tested weights (no threshold
+            is chosen on test data).
+        val_probs / val_labels: those validation predictions, keyed by ``sample_id`` (evaluate
+            phase only), for thresholds the report picks on validation data.
     """
 
     phase: Phase
@@ -95,11 +102,14 @@ class TrialResult:
     test_auc: float | None = None
     test_sensitivity: float | None = None
     test_specificity: float | None = None
-    test_youden_threshold: float | None = None
+    val_youden_threshold: float | None = None
     test_roc: RocCurve | None = None
     test_probs: dict[str, float] | None = None
     test_labels: dict[str, int] | None = None
+    val_probs: dict[str, float] | None = None
+    val_labels: dict[str, int] | None = None
     checkpoint_dir: Path | None = field(default=None)
+    external: dict[str, Any] | None = None  # name -> trainables.external.ExternalResult
 
     def final_metrics(self) -> dict[str, float]:
         """The scalar end-of-trial metrics (test ones only when present), for logging."""
@@ -109,7 +119,7 @@ class TrialResult:
             "best_val_auc": self.best_val_auc, "wall_time_s": self.wall_time_s,
         }
         for name in ("test_loss", "test_acc", "test_auc", "test_sensitivity",
-                     "test_specificity", "test_youden_threshold"):
+                     "test_specificity", "val_youden_threshold"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
@@ -171,7 +181,8 @@ def _check_resumable(saved: dict[str, Any], config: TrainConfig, identity: dict[
 
 def run_trial(config: TrainConfig, rois: RoiSet, split: Split, *,
               reporter: Reporter | None = None, checkpoint_dir: Path | str,
-              phase: Phase = "search") -> TrialResult:
+              phase: Phase = "search",
+              external: dict[str, RoiSet] | None = None) -> TrialResult:
     """Train one configuration on one split; see the module docstring.
 
     Args:
@@ -192,6 +203,8 @@ def run_trial(config: TrainConfig, rois: RoiSet, split: Split, *,
         checkpoint_dir: where the checkpoint goes; if it already holds one of this trial, the
             trial resumes from it (a finished trial goes straight to its final evaluation).
         phase: ``"search"`` or ``"evaluate"``.
+        external: evaluate phase only: named external validation sets, each tested once with
+            the same best-validation weights after the test pass (``TrialResult.external``).
 
     Raises:
         ValueError: bad phase, a split that does not fit ``rois`` or leaks, or a checkpoint in
@@ -217,7 +230,7 @@ def run_trial(config: TrainConfig, rois: RoiSet, split: Split, *,
     state = TrialState.build(config, config.input_size or rois.size, device)
     table = lr_table(state.model, state.optimizer)
     if saved is not None:
-        state.restore(saved)
+        state.restore(saved, directory / ckpt.CHECKPOINT_FILE)
         logger.info("resuming from %s after epoch %d", directory, state.epoch)
     else:
         logger.info("trial start: %s %s, %d train / %d val ROIs, lr table %s", config.backbone,
@@ -232,18 +245,27 @@ def run_trial(config: TrainConfig, rois: RoiSet, split: Split, *,
         if not config.augment:
             cache_features(state.model, train, batch_size=config.eval_batch, settings=settings)
 
+    last_write = [time.perf_counter()]
+
     def save() -> float:
         t = time.perf_counter()
+        state.save_best(directory)  # before the checkpoint that names it
         ckpt.save_checkpoint(directory, state.payload(
             {"config": config.to_dict(), "identity": identity},
             elapsed_s=state.prior_s + time.perf_counter() - t0))
-        return time.perf_counter() - t
+        last_write[0] = time.perf_counter()
+        return last_write[0] - t
+
+    def due() -> bool:
+        return (state.finished is not None or state.epoch in config.checkpoint_at
+                or (state.epoch % config.checkpoint_every == 0 and
+                    time.perf_counter() - last_write[0] >= config.checkpoint_interval_s))
 
     told_to_stop, saved_epoch = False, state.epoch
     while state.finished is None and not told_to_stop:
-        metrics = _epoch(state, train, val, config, settings, directory)
+        metrics = _epoch(state, train, val, config, settings)
         t_save = 0.0
-        if state.finished is not None or state.epoch % config.checkpoint_every == 0:
+        if due():
             t_save, saved_epoch = save(), state.epoch
         if reporter is not None:
             answer = reporter({**metrics, "checkpoint_time_s": t_save,
@@ -258,6 +280,12 @@ def run_trial(config: TrainConfig, rois: RoiSet, split: Split, *,
         _restore_best(state, config, directory)
         if phase == "evaluate":
             test = _evaluate_test(state.model, rois, split, config, settings, device)
+            if external:
+                from trainables.external import evaluate_external
+
+                test["external"] = {name: evaluate_external(
+                    state.model, ext, batch_size=config.eval_batch, settings=settings,
+                    device=device) for name, ext in external.items()}
     best = next((h for h in state.history if h["epoch"] == state.stopper.best_epoch), None)
     return TrialResult(
         phase=phase, stop_reason=stop_reason, epochs_run=state.epoch,
@@ -272,7 +300,7 @@ def run_trial(config: TrainConfig, rois: RoiSet, split: Split, *,
 
 
 def _epoch(state: TrialState, train: Partition, val: Partition, config: TrainConfig,
-           settings: StepSettings, directory: Path) -> dict[str, float]:
+           settings: StepSettings) -> dict[str, float]:
     """Train and validate one epoch; update schedule, early stopping and best weights."""
     state.epoch += 1
     lrs = lr_by_block(state.optimizer)  # the rates this epoch trains at
@@ -286,7 +314,7 @@ def _epoch(state: TrialState, train: Partition, val: Partition, config: TrainCon
     val_loss, val_probs = predict(state.model, val, batch_size=config.eval_batch,
                                   settings=settings)
     state.scheduler.step(val_loss)
-    state.record_best(directory, val_loss, keep_weights=config.restore_best)
+    state.record_best(val_loss, keep_weights=config.restore_best)
     labels = val.labels_np
     metrics: dict[str, float] = {
         "epoch": state.epoch, "train_loss": train_loss, "val_loss": val_loss,
@@ -306,28 +334,32 @@ def _epoch(state: TrialState, train: Partition, val: Partition, config: TrainCon
 
 
 def _restore_best(state: TrialState, config: TrainConfig, directory: Path) -> None:
-    if not config.restore_best:
-        return
-    if state.best_file is None:
+    if config.restore_best and not state.load_best(directory):
         logger.warning("no finite validation loss in %d epochs: keeping the last weights",
                        state.epoch)
-        return
-    state.model.load_state_dict(ckpt.load_best(directory, state.best_file))
 
 
 def _evaluate_test(model: Classifier, rois: RoiSet, split: Split, config: TrainConfig,
                    settings: StepSettings, device: torch.device) -> dict[str, Any]:
-    """The one pass over the test partition and its metrics (as ``TrialResult`` fields)."""
+    """The one pass over the test partition and its metrics (as ``TrialResult`` fields).
+
+    The Youden threshold comes from the validation predictions of the same (tested) weights
+    and is only applied to the test predictions: test labels choose nothing."""
+    val = Partition.from_rois("val", rois, split.val, device)
+    _, val_probs = predict(model, val, batch_size=config.eval_batch, settings=settings)
+    threshold = youden_point(val.labels_np, val_probs).threshold
     test = Partition.from_rois("test", rois, split.test, device)
     loss, probs = predict(model, test, batch_size=config.eval_batch, settings=settings)
     labels = test.labels_np
-    youden = youden_point(labels, probs)
+    sensitivity, specificity = rates_at(labels, probs, threshold)
     logger.info("test: %d ROIs, loss %.4f", len(test), loss)
     return {
         "test_loss": loss, "test_acc": accuracy(labels, probs), "test_auc": roc_auc(labels, probs),
-        "test_sensitivity": youden.sensitivity, "test_specificity": youden.specificity,
-        "test_youden_threshold": youden.threshold, "test_roc": roc_curve(labels, probs),
+        "test_sensitivity": sensitivity, "test_specificity": specificity,
+        "val_youden_threshold": threshold, "test_roc": roc_curve(labels, probs),
         "test_probs": dict(zip(test.sample_ids.tolist(), probs.tolist(), strict=True)),
         "test_labels": dict(zip(test.sample_ids.tolist(), labels.tolist(), strict=True)),
+        "val_probs": dict(zip(val.sample_ids.tolist(), val_probs.tolist(), strict=True)),
+        "val_labels": dict(zip(val.sample_ids.tolist(), val.labels_np.tolist(), strict=True)),
         "passes": {"test": test.passes},
     }

@@ -8,6 +8,9 @@ Evaluation runs (test_acc, wall_time_s, epochs_run per split 0, 1, 2):
     FTED: 0.90 0.95 0.925| 1200 1500 1800 | 20 20 20  -> 92.50 %, std 2.50, 25.0 min, 20 ep
     RI:   0.70 0.75 (split 2 FAILED) | 3000 3600 | 30 40 -> 72.50 %, std 3.5355, 55 min, 35 ep
     1FT:  no run at all
+Test predictions: 60 views per split = 30 lesions (12 malignant) seen in two views, two lesions
+per patient; a view's P(malignant) is its lesion's score plus view noise, so view-level and
+lesion-level AUCs differ. FE and FTED runs also log validation predictions (40 views).
 Search runs: FE 3 trials per split (one pruned after 1 epoch, lasting 100 s; two run 4 epochs
 in 400 s), FTED 4 trials per split (4 epochs, 500 s each, none pruned).
     FE search: 2700 s = 0.75 h; ASHA saved 3 × (4 - 1) × 100 s = 0.25 h = 25 % of 1.0 h.
@@ -38,7 +41,8 @@ def spec_dict(name: str) -> dict:
     return {
         "name": name, "description": "known values", "variants": ["RI", "FE", "1FT", "FTED"],
         "splits": {"n_splits": SPLITS, "test_fraction": 0.2, "val_fraction": 0.2, "seed": 0,
-                   "mode": "patient", "scheme": "repeated"},
+                   "mode": "patient", "scheme": "kfold", "repeats": 1},
+        "analysis": {"unit": "lesion"}, "compare": {"reference": "FTED"},
         "backbone": "efficientnet_lite0",
         "search": {"mode": "nested", "trials": 3, "seed": 0, "metric": "val_loss",
                    "asha": {"grace_period": 1, "reduction_factor": 2, "max_epochs": 4},
@@ -53,14 +57,22 @@ def spec_dict(name: str) -> dict:
     }
 
 
-def predictions(variant: str, split: int) -> dict:
-    """Deterministic P(malignant) for the split's test samples (same ids for every variant)."""
-    rng = np.random.default_rng(1000 * split + sum(map(ord, variant)))
-    label = np.r_[np.ones(N_MALIGNANT, int), np.zeros(N_TEST - N_MALIGNANT, int)]
-    score = SEPARATION[variant] * (label - 0.5) * 2 + rng.normal(0, 1.2, N_TEST)
+def predictions(variant: str, split: int, part: str = "test") -> dict:
+    """Deterministic P(malignant) for the split's test (or validation) views: two views per
+    lesion, two lesions per patient (same ids for every variant of a split)."""
+    n = N_TEST if part == "test" else 40
+    rng = np.random.default_rng(1000 * split + sum(map(ord, variant)) + (part == "val"))
+    lesion_label = np.r_[np.ones(N_MALIGNANT // 2, int), np.zeros((n - N_MALIGNANT) // 2, int)]
+    if part == "val":
+        lesion_label = np.r_[np.ones(8, int), np.zeros(12, int)]
+    lesion_score = SEPARATION[variant] * (lesion_label - 0.5) * 2 + rng.normal(0, 1.0, n // 2)
+    score = np.repeat(lesion_score, 2) + rng.normal(0, 0.8, n)
     p = 1 / (1 + np.exp(-score))
-    ids = [f"s{split:02d}{i:03d}" for i in range(N_TEST)]
-    return {"sample_id": ids, "p_malignant": p.round(6).tolist(), "label": label.tolist()}
+    tag = "s" if part == "test" else "v"
+    return {"sample_id": [f"{tag}{split:02d}{i:03d}" for i in range(n)],
+            "p_malignant": p.round(6).tolist(), "label": np.repeat(lesion_label, 2).tolist(),
+            "cluster": [f"l{tag}{split:02d}{i // 2:03d}" for i in range(n)],
+            "patient": [f"p{tag}{split:02d}{i // 4:03d}" for i in range(n)]}
 
 
 def _terminate(client, run_id: str, status: str, seconds: float) -> None:
@@ -100,6 +112,8 @@ def log_known_study(client, name: str, *, with_spec: bool = True) -> str:
                                  "epochs_run": epochs, "best_val_loss": 1.0 / epochs})
             log.tags({"stop_reason": "early_stop"})
             log.artifact_json("test_predictions.json", pred)
+            if variant in ("FE", "FTED"):
+                log.artifact_json("val_predictions.json", predictions(variant, split, "val"))
             log.finish("FINISHED", wait_s=30)
     for split in range(SPLITS):
         for t in range(3):

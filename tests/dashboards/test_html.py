@@ -45,7 +45,11 @@ def test_report_opens_in_headless_chromium_with_tables_and_images(chromium, know
     for name in ("table1", "table1_reported", "table2", "delong", "paired",
                  "operating_points", "calibration", "importance", "compute"):
         assert f'id="table-{name}"' in dom
-    assert re.search(r'<table id="table-table1">.*?<td>FTED</td><td>92\.50</td>', dom, re.S)
+    fted = known_report.computed.tables["table1"].set_index("variant").loc["FTED"]
+    assert re.search(r'<table id="table-table1">.*?<td>FTED</td><td>lesion</td><td>'
+                     + re.escape(f"{fted.accuracy_pct:.2f} [{fted.accuracy_ci_low:.2f}, "), dom,
+                     re.S)
+    assert 'id="table-views"' in dom and "unit of analysis: the lesion" in dom
     assert "reported, not reproduced" in dom and "Pérez et al., 2014" in dom
     images = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', dom)
     assert len(images) == 6

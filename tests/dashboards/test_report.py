@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score, roc_curve
 
 from dashboards import stats, tables
 from dashboards._load import StudyNotFound, load_study
@@ -20,48 +20,104 @@ from study.tracking import child_runs
 from .known_study import predictions
 
 
+def _lesions(variant: str, split: int) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, mean P(malignant)) per lesion of a split, by hand from the known views."""
+    pred = predictions(variant, split)
+    y, p = np.array(pred["label"]), np.array(pred["p_malignant"])
+    return y[::2], (p[::2] + p[1::2]) / 2  # views 2i and 2i+1 are lesion i
+
+
+def _acc(y, p):
+    return float(((p >= 0.5).astype(int) == y).mean())
+
+
+SPLITS_DONE = {"FE": [0, 1, 2], "FTED": [0, 1, 2], "RI": [0, 1]}
+
+
 def test_table1_from_known_values(known_report):
     t = known_report.computed.tables["table1"].set_index("variant")
     assert list(t.index) == ["RI", "FE", "1FT", "FTED"]  # the paper's order
+    assert set(t["unit"]) == {"lesion"}
     fe, fted, ri = t.loc["FE"], t.loc["FTED"], t.loc["RI"]
-    assert (fe.accuracy_pct, fe.std_pct, fe.time_min, fe.epochs, fe.splits) == pytest.approx(
-        (85.0, 5.0, 11.0, 12.0, 3))
-    assert (fted.accuracy_pct, fted.std_pct, fted.time_min, fted.epochs) == pytest.approx(
-        (92.5, 2.5, 25.0, 20.0))
-    # RI: split 2 FAILED, so 2 splits: 72.5 %, std of (70, 75) = 3.5355, (50 + 60) / 2 min
-    assert (ri.accuracy_pct, ri.std_pct, ri.time_min, ri.epochs, ri.splits) == pytest.approx(
-        (72.5, np.sqrt(12.5), 55.0, 35.0, 2))
+    assert (fe.time_min, fe.epochs, fe.splits, fe.seeds, fe.cases) == pytest.approx(
+        (11.0, 12.0, 3, 1, 30))
+    assert (fted.time_min, fted.epochs) == pytest.approx((25.0, 20.0))
+    # RI: split 2 FAILED, so 2 splits, (50 + 60) / 2 min
+    assert (ri.time_min, ri.epochs, ri.splits) == pytest.approx((55.0, 35.0, 2))
+    for v, done in SPLITS_DONE.items():
+        accs = [_acc(*_lesions(v, k)) for k in done]  # lesion-level, by hand
+        assert t.loc[v, "accuracy_pct"] == pytest.approx(100 * np.mean(accs))
+        assert t.loc[v, "std_pct"] == pytest.approx(100 * np.std(accs, ddof=1))
+        bal = [balanced_accuracy_score(y, (p >= 0.5).astype(int))
+               for y, p in (_lesions(v, k) for k in done)]
+        assert t.loc[v, "balanced_accuracy_pct"] == pytest.approx(100 * np.mean(bal))
+        assert t.loc[v, "accuracy_ci_low"] <= t.loc[v, "accuracy_pct"] <= (
+            t.loc[v, "accuracy_ci_high"])
+        assert np.isnan(t.loc[v, "std_seeds_pct"])  # one seed: no seed variance to show
     assert t.loc["1FT"].splits == 0 and np.isnan(t.loc["1FT"].accuracy_pct)
     assert not [c for c in t.columns if "paper" in c]  # literature is not mixed in
     reported = tables.table1_reported().set_index("variant")
     assert reported.loc["FTED"].accuracy_pct == 97.50 and reported.loc["FE"].time_min == 59.1
     assert all("reported, not reproduced" in s for s in reported["source"])
+    md = (known_report.written.out_dir / "tables" / "table1.md").read_text()
+    assert f"| FE | lesion | {fe.accuracy_pct:.2f} [{fe.accuracy_ci_low:.2f}, " in md
 
 
-def test_logged_aucs_are_reproduced_from_logged_predictions(known_study, known_report,
-                                                            mlflow_client, tmp_path):
+def test_view_and_lesion_level_tables_differ_and_each_is_reproduced(known_study, known_report,
+                                                                    mlflow_client, tmp_path):
     name, parent = known_study
     runs = known_report.computed.runs
     evaluated = child_runs(mlflow_client, runs.experiment_id, parent, phase="evaluate",
                            status="FINISHED")
     assert len(evaluated) == 8
-    per_variant: dict[str, list[float]] = {}
+    view_aucs: dict[str, list[float]] = {}
     for r in evaluated:
         local = mlflow_client.download_artifacts(r.info.run_id, "test_predictions.json",
                                                  str(tmp_path))
         with open(local) as fh:
             pred = json.load(fh)
         auc = roc_auc_score(pred["label"], pred["p_malignant"])
-        assert auc == pytest.approx(r.data.metrics["test_auc"], abs=1e-12)
-        per_variant.setdefault(r.data.tags["variant"], []).append(auc)
+        assert auc == pytest.approx(r.data.metrics["test_auc"], abs=1e-12)  # logged: views
+        view_aucs.setdefault(r.data.tags["variant"], []).append(auc)
     t2 = known_report.computed.tables["table2"].set_index("model")
-    for v, aucs in per_variant.items():
-        assert t2.loc[v, "auc_mean"] == pytest.approx(np.mean(aucs), abs=1e-12)
-        assert t2.loc[v, "auc_std"] == pytest.approx(np.std(aucs, ddof=1), abs=1e-12)
-        pooled = runs.predictions[runs.predictions["variant"] == v]
-        pooled_auc = roc_auc_score(pooled["label"], pooled["p_malignant"])
-        assert t2.loc[v, "auc_ci_low"] <= pooled_auc <= t2.loc[v, "auc_ci_high"]
-    assert t2.loc["FE", "accuracy_pct"] == pytest.approx(85.0)
+    views = known_report.computed.tables["views"].set_index("variant")
+    for v, done in SPLITS_DONE.items():
+        lesion_aucs = [roc_auc_score(*_lesions(v, k)) for k in done]
+        assert t2.loc[v, "unit"] == "lesion"
+        assert t2.loc[v, "auc_mean"] == pytest.approx(np.mean(lesion_aucs), abs=1e-12)
+        assert t2.loc[v, "auc_std"] == pytest.approx(np.std(lesion_aucs, ddof=1), abs=1e-12)
+        assert t2.loc[v, "test_samples"] == 30 * len(done)  # lesions, not views
+        assert views.loc[v, "auc_mean"] == pytest.approx(np.mean(view_aucs[v]), abs=1e-12)
+        assert views.loc[v, "cases"] == 60 * len(done)
+        assert views.loc[v, "auc_mean"] != pytest.approx(t2.loc[v, "auc_mean"], abs=1e-4)
+        assert t2.loc[v, "auc_ci_low"] <= t2.loc[v, "auc_mean"] <= t2.loc[v, "auc_ci_high"]
+
+
+def test_table2_ci_is_a_cluster_bootstrap_of_the_printed_mean(known_report):
+    """Independent computation: resample lesions (stratified) with the same weights, expand
+    each run's lesions by their multiplicity, sklearn's AUC per run, mean over runs, the
+    2.5/97.5 percentiles."""
+    t2 = known_report.computed.tables["table2"].set_index("model")
+    lesions = {}  # cluster id -> label, over every split of the study
+    for v, done in SPLITS_DONE.items():
+        for k in done:
+            pred = predictions(v, k)
+            lesions.update(zip(pred["cluster"], pred["label"], strict=True))
+    ids = sorted(lesions)
+    weights = stats.cluster_weights(np.array([lesions[c] for c in ids]), 2000, seed=0)
+    column = {c: i for i, c in enumerate(ids)}
+    for v in ("FE", "RI"):
+        boot = np.zeros(2000)
+        for k in SPLITS_DONE[v]:
+            y, p = _lesions(v, k)
+            cols = [column[c] for c in predictions(v, k)["cluster"][::2]]
+            for b in range(2000):
+                reps = weights[b, cols].astype(int)
+                boot[b] += roc_auc_score(np.repeat(y, reps), np.repeat(p, reps))
+        boot /= len(SPLITS_DONE[v])
+        lo, hi = np.quantile(boot, [0.025, 0.975])
+        assert (t2.loc[v, "auc_ci_low"], t2.loc[v, "auc_ci_high"]) == pytest.approx(
+            (lo, hi), abs=1e-12)
 
 
 def test_table2_puts_the_literature_below_the_study_marked_as_reported(known_report):
@@ -81,22 +137,60 @@ def test_table2_puts_the_literature_below_the_study_marked_as_reported(known_rep
     assert len(csv) == 10 and set(csv["source"]) == {"this study", REPORTED}
 
 
-def test_delong_rows_are_computed_on_each_splits_shared_samples(known_report):
+def test_delong_at_lesion_level_against_the_declared_reference(known_report):
     d = known_report.computed.tables["delong"]
-    assert set(d["reference"]) == {"FTED"}  # the best mean AUC
+    assert set(d["reference"]) == {"FTED"}  # declared in the space, not the best on test
     row = d[(d["variant"] == "FE") & (d["split"] == "0")].iloc[0]
-    fe, fted = predictions("FE", 0), predictions("FTED", 0)
-    assert fe["sample_id"] == fted["sample_id"]
-    ref = stats.delong_test(np.array(fe["label"]), np.array(fe["p_malignant"]),
-                            np.array(fted["p_malignant"]))
-    assert (row.auc, row.auc_reference, row.se, row.p_value, row.n) == pytest.approx(
-        (ref.auc_a, ref.auc_b, ref.se, ref.p_value, 60))
+    y, fe = _lesions("FE", 0)
+    _, fted = _lesions("FTED", 0)
+    ref_auc, ref_var = _delong_reference(y, fe, fted)
+    assert (row.auc, row.auc_reference) == pytest.approx(ref_auc, abs=1e-12)
+    assert row.se == pytest.approx(np.sqrt(ref_var), rel=1e-9) and row.n == 30
     combined = d[d["split"] == "all"].set_index("variant")
-    assert combined.loc["FE", "n"] == 180 and combined.loc["RI", "n"] == 120
+    assert combined.loc["FE", "n"] == 90 and combined.loc["RI", "n"] == 60
     assert combined["p_holm"].notna().all()
-    paired = known_report.computed.tables["paired"].set_index("variant")
-    assert paired.loc["FE", "mean_diff_pct"] == pytest.approx(-7.5)
-    assert paired.loc["FE", "splits"] == 3 and paired.loc["RI", "splits"] == 2
+    paired = known_report.computed.tables["paired"]
+    acc = paired[paired["metric"] == "test_acc"].set_index("variant")
+    diff = np.mean([_acc(*_lesions("FE", k)) - _acc(*_lesions("FTED", k)) for k in range(3)])
+    assert acc.loc["FE", "mean_diff_pct"] == pytest.approx(100 * diff)
+    assert acc.loc["FE", "splits"] == 3 and acc.loc["RI", "splits"] == 2
+    assert set(paired["test"]) == {"paired t (disjoint folds)"}  # k-fold: disjoint tests
+    page = known_report.written.html.read_text()
+    assert "reference of every comparison: FTED (declared in the space file" in page
+    assert "unit of analysis: the lesion" in page
+
+
+def _delong_reference(y, a, b):
+    """DeLong by its pairwise definition (placement values), independently of dashboards."""
+    out_auc, comps = [], []
+    for s in (a, b):
+        pos, neg = s[y == 1], s[y == 0]
+        psi = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+        out_auc.append(psi.mean())
+        comps.append((psi.mean(axis=1), psi.mean(axis=0)))
+    m, n = (y == 1).sum(), (y == 0).sum()
+    v10 = np.cov(np.vstack([comps[0][0], comps[1][0]]))
+    v01 = np.cov(np.vstack([comps[0][1], comps[1][1]]))
+    cov = v10 / m + v01 / n
+    return tuple(out_auc), cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]
+
+
+def test_operating_points_use_validation_thresholds_only(known_report):
+    op = known_report.computed.tables["operating_points"]
+    assert set(op["variant"]) == {"FE", "FTED"}  # RI logged no validation predictions
+    fe = op[(op["variant"] == "FE") & (op["threshold"] == "Youden (validation)")].iloc[0]
+    sens = []
+    for k in range(3):
+        val = predictions("FE", k, "val")
+        vy, vp = np.array(val["label"])[::2], np.array(val["p_malignant"])
+        vp = (vp[::2] + vp[1::2]) / 2
+        fpr, tpr, thr = roc_curve(vy, vp, drop_intermediate=False)
+        j = tpr - fpr
+        t = thr[np.flatnonzero(j == j.max())[0]]  # highest threshold of max J
+        y, p = _lesions("FE", k)
+        sens.append(float((p[y == 1] >= t).mean()))
+    assert fe.sensitivity == pytest.approx(np.mean(sens))
+    assert fe.sensitivity_low <= fe.sensitivity <= fe.sensitivity_high
 
 
 def test_search_view_and_compute_from_known_values(known_report):
@@ -166,7 +260,10 @@ def test_partial_study_without_spec_or_predictions_still_reports(mlflow_client, 
     assert "study_spec.json is missing" in text and "is RUNNING" in text
     assert "FE split 0: test_predictions.json missing" in text
     c = build.compute(runs, n_boot=50)
-    assert c.tables["table1"].set_index("variant").loc["FE", "accuracy_pct"] == 80.0
+    fe = c.tables["table1"].set_index("variant").loc["FE"]
+    # no predictions: no lesion-level accuracy (the logged view-level 0.8 is not passed off as
+    # one); the run's time still shows
+    assert np.isnan(fe.accuracy_pct) and fe.time_min == pytest.approx(2.0)
     assert c.roc_curves.empty and c.tables["delong"].empty
     w = build.write(c, tmp_path / "partial")
     assert "no data" in (tmp_path / "partial" / "figures" / "roc.svg").read_text()

@@ -164,3 +164,117 @@ def test_mean_roc_on_a_common_grid():
     assert curves["tpr_high"].max() <= 1 and curves["tpr_low"].min() >= 0
     s = roc.auc_summary(pd.concat([perfect, reversed_]))
     assert s.loc[0, "auc_mean"] == 0.5 and s.loc[0, "splits"] == 2
+
+
+# ----------------------------------------------------------------------------- unit of analysis
+
+
+def _views(n_lesions: int = 40, seed: int = 0, view_noise: float = 0.8, splits: int = 1):
+    """Known per-view predictions: two views per lesion, two lesions per patient."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for k in range(splits):
+        y = (np.arange(n_lesions) % 5 < 2).astype(int)
+        lesion = 1.2 * y + rng.normal(0, 1, n_lesions)
+        p = 1 / (1 + np.exp(-(np.repeat(lesion, 2) + rng.normal(0, view_noise, 2 * n_lesions))))
+        frames.append(pd.DataFrame({
+            "variant": "FE", "split": k, "seed": 0,
+            "sample_id": [f"s{k}-{i}" for i in range(2 * n_lesions)],
+            "cluster": [f"l{k}-{i // 2:03d}" for i in range(2 * n_lesions)],
+            "patient": [f"p{k}-{i // 4:03d}" for i in range(2 * n_lesions)],
+            "label": np.repeat(y, 2), "p_malignant": p}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_combine_averages_the_views_of_a_lesion_or_a_patient():
+    from dashboards import units
+
+    v = _views(n_lesions=10)
+    lesions = units.combine(v, "lesion")
+    assert len(lesions) == 10 and (lesions["views"] == 2).all()
+    p = v["p_malignant"].to_numpy()
+    np.testing.assert_allclose(lesions["p_malignant"], (p[::2] + p[1::2]) / 2)
+    np.testing.assert_array_equal(lesions["label"], v["label"].to_numpy()[::2])
+    patients = units.combine(v, "patient")  # lesion i and i+1 share a patient; classes apart
+    assert set(patients["cluster"]) == set(v["patient"])
+    assert len(patients) == v.groupby(["patient", "label"]).ngroups
+    views = units.combine(v, "view")
+    assert len(views) == 20 and list(views["cluster"]) == list(v["cluster"])
+    with pytest.raises(ValueError, match="unit must be"):
+        units.combine(v, "image")
+
+
+def test_cluster_weights_are_stratified_seeded_and_weighted_auc_equals_replication():
+    labels = np.array([1] * 7 + [0] * 13)
+    w = stats.cluster_weights(labels, 300, seed=4)
+    assert w.shape == (300, 20)
+    np.testing.assert_array_equal(w[:, labels == 1].sum(axis=1), 7)  # class mix kept
+    np.testing.assert_array_equal(w[:, labels == 0].sum(axis=1), 13)
+    np.testing.assert_array_equal(w, stats.cluster_weights(labels, 300, seed=4))
+    rng = np.random.default_rng(1)
+    p = np.round(rng.random(20), 1)  # ties
+    got = stats.weighted_auc(labels, p, w[:25])
+    for b in range(25):
+        reps = w[b].astype(int)
+        assert got[b] == pytest.approx(roc_auc_score(np.repeat(labels, reps),
+                                                     np.repeat(p, reps)), abs=1e-12)
+    acc = stats.weighted_accuracy(labels, p, w[:5])
+    for b in range(5):
+        reps = w[b].astype(int)
+        assert acc[b] == pytest.approx(((np.repeat(p, reps) >= 0.5) == np.repeat(labels,
+                                                                                    reps)).mean())
+
+
+def test_copied_views_do_not_narrow_the_cluster_bootstrap_ci_but_do_narrow_a_naive_one():
+    """Two identical views per lesion: the view-level cluster bootstrap gives the lesion-level
+    interval exactly; a bootstrap of views as independent cases is about 1/sqrt(2) as wide."""
+    from dashboards import units
+
+    v = _views(n_lesions=60, view_noise=0.0)
+    view_cases, lesion_cases = units.combine(v, "view"), units.combine(v, "lesion")
+    resampler = units.Resampler.for_cases(lesion_cases, 2000, seed=0)
+    by_view = units.mean_over_runs(view_cases, units.auc, resampler)
+    by_lesion = units.mean_over_runs(lesion_cases, units.auc, resampler)
+    assert (by_view.value, by_view.low, by_view.high) == pytest.approx(
+        (by_lesion.value, by_lesion.low, by_lesion.high), abs=1e-12)
+    naive = stats.bootstrap_metrics(v["label"].to_numpy(), v["p_malignant"].to_numpy(),
+                                    n_boot=2000, seed=0)
+    ratio = (naive.high["auc"] - naive.low["auc"]) / (by_lesion.high - by_lesion.low)
+    assert 0.6 < ratio < 0.85  # ≈ 0.71: copies counted as independent cases
+
+
+def test_mean_over_runs_ci_is_of_the_mean_over_folds():
+    from dashboards import units
+
+    cases = units.combine(_views(n_lesions=30, splits=3, seed=5), "lesion")
+    r = units.Resampler.for_cases(cases, 500, seed=0)
+    est = units.mean_over_runs(cases, units.auc, r)
+    per_fold = [roc_auc_score(g["label"], g["p_malignant"]) for _, g in cases.groupby("split")]
+    assert est.value == pytest.approx(np.mean(per_fold)) and len(est.per_run) == 3
+    assert est.low < est.value < est.high
+    pooled = units.mean_over_runs(cases.assign(split=0), units.auc, r)  # one pooled "run"
+    assert pooled.value == pytest.approx(roc_auc_score(cases["label"], cases["p_malignant"]))
+
+
+def test_corrected_resampled_t_test_by_hand():
+    a = np.array([0.80, 0.84, 0.79, 0.86, 0.83])
+    b = np.array([0.78, 0.80, 0.80, 0.81, 0.79])
+    d = a - b
+    t = d.mean() / np.sqrt((1 / 5 + 0.25) * d.var(ddof=1))
+    assert stats.corrected_t_test(a, b, 0.25) == pytest.approx(2 * sps.t.sf(abs(t), 4))
+    plain = sps.ttest_rel(a, b).pvalue
+    assert stats.corrected_t_test(a, b, 0.25) > plain  # overlap makes it more cautious
+    assert stats.corrected_t_test(a, b, 0.0) == pytest.approx(plain)
+    assert stats.corrected_t_test(a, a, 0.25) == 1.0
+    assert np.isnan(stats.corrected_t_test(a[:1], b[:1], 0.25))
+
+
+def test_validation_thresholds_by_hand():
+    from dashboards import units
+
+    val = pd.DataFrame({"split": 0, "seed": 0, "label": [0, 0, 0, 0, 1, 1, 1],
+                        "p_malignant": [0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.9]})
+    t = units.validation_thresholds(val, at=0.75)
+    assert t["youden"][(0, 0)] == 0.4  # sens 1, spec 3/4: J 0.75 (0.7: 2/3 + 1 - 1 = 0.67)
+    assert t["spec90"][(0, 0)] == 0.4  # lowest threshold with specificity >= 0.75
+    assert t["sens90"][(0, 0)] == 0.4  # highest threshold with sensitivity >= 0.75

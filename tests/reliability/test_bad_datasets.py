@@ -14,6 +14,7 @@ file (and for row problems a row inside the file) — never another exception ty
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 import tempfile
@@ -414,3 +415,181 @@ def test_an_image_header_claiming_gigapixels_is_a_row_problem(tmp_path):
     assert [(p.row, p.field) for p in loaded.problems] == [(2, "image")]
     assert "DecompressionBombError" in loaded.problems[0].reason
     assert "img0.png" in str(loaded.problems[0])
+
+
+# ------------------------------------------------------- the DICOM formats (CBIS-DDSM, INbreast)
+
+#: examples per DICOM format (each writes a few DICOM files; a quarter of the CSV formats' count)
+DICOM_EXAMPLES = max(10, EXAMPLES // 4)
+DICOM_FUZZ = settings(FUZZ, max_examples=DICOM_EXAMPLES)
+
+dicom_damage = st.one_of(
+    st.tuples(st.just("random_bytes"), st.integers(0, 99), st.binary(max_size=300)),
+    st.tuples(st.just("truncate"), st.integers(0, 99), st.floats(0.0, 0.99)),
+    st.tuples(st.just("flip_tail"), st.integers(0, 99), st.integers(1, 4000), st.integers(0, 255)),
+    st.tuples(st.just("delete_image"), st.integers(0, 99)),
+    st.tuples(st.just("attribute"), st.integers(0, 99),
+              st.sampled_from(["PhotometricInterpretation", "BitsStored", "BitsAllocated",
+                               "SamplesPerPixel", "Rows", "Columns", "PixelRepresentation",
+                               "NumberOfFrames", "TransferSyntaxUID"]),
+              st.sampled_from(["MONOCHROME1", "RGB", "0", "1", "3", "12", "17", "32", "65535",
+                               "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.5"])),
+)
+xml_damage = st.one_of(
+    st.tuples(st.just("xml_bytes"), st.integers(0, 99), st.binary(max_size=200)),
+    st.tuples(st.just("xml_point"), st.integers(0, 99), st.integers(0, 500), value),
+    st.tuples(st.just("xml_name"), st.integers(0, 99), st.sampled_from(
+        ["mass", "MASS ", "Calcification", "", "Spiculated Region"])),
+    st.tuples(st.just("xml_drop_points"), st.integers(0, 99), st.integers(0, 5)),
+)
+_TEMPLATES: dict[str, Path] = {}
+
+
+def _template(fmt: str) -> Path:
+    """One small synthetic dataset per format, written once and copied for each example."""
+    if fmt not in _TEMPLATES:
+        from trainables.datasets.synthetic import SynthConfig
+        from trainables.datasets.synthetic_native import (
+            write_synthetic_cbis,
+            write_synthetic_inbreast,
+        )
+
+        config = SynthConfig(patients=4, seed=5, width=160, height=240,
+                             radius_range=(4.0, 8.0), non_mass_fraction=0.5)
+        top = Path(tempfile.mkdtemp(prefix=f"fuzz-{fmt}-"))
+        writer = write_synthetic_cbis if fmt == "cbis-ddsm" else write_synthetic_inbreast
+        _TEMPLATES[fmt] = writer(top / "data", config)
+    return _TEMPLATES[fmt]
+
+
+def _damage_dicom(files: list[Path], dmg: tuple) -> None:
+    import pydicom
+
+    path = files[dmg[1] % len(files)]
+    if not path.is_file():
+        return
+    kind = dmg[0]
+    if kind == "random_bytes":
+        path.write_bytes(dmg[2])
+    elif kind == "truncate":
+        data = path.read_bytes()
+        path.write_bytes(data[:int(len(data) * dmg[2])])
+    elif kind == "flip_tail":  # inside the pixel data, which ends the file
+        data = bytearray(path.read_bytes())
+        data[-min(dmg[2], len(data))] = dmg[3]
+        path.write_bytes(bytes(data))
+    elif kind == "delete_image":
+        path.unlink()
+    else:
+        try:
+            ds = pydicom.dcmread(path)
+            if dmg[2] == "TransferSyntaxUID":
+                ds.file_meta.TransferSyntaxUID = dmg[3]
+            elif dmg[2] == "PhotometricInterpretation":
+                ds.PhotometricInterpretation = dmg[3]
+            else:
+                setattr(ds, dmg[2], int(dmg[3]) if dmg[3].isdigit() else 1)
+            ds.save_as(path)
+        except Exception:  # noqa: BLE001 -- an earlier damage made it unreadable, or the
+            return          # value cannot be written at all: the file stays as it was
+
+
+def _damage_xml(files: list[Path], dmg: tuple) -> None:
+    import plistlib
+
+    if not files:
+        return
+    path = files[dmg[1] % len(files)]
+    if dmg[0] == "xml_bytes":
+        path.write_bytes(dmg[2])
+        return
+    try:
+        with path.open("rb") as fh:
+            doc = plistlib.load(fh)
+        roi = doc["Images"][0]["ROIs"][0]
+        if dmg[0] == "xml_point":
+            roi["Point_px"][dmg[2] % len(roi["Point_px"])] = dmg[3].replace("\x00", "")
+        elif dmg[0] == "xml_name":
+            roi["Name"] = dmg[2]
+        else:
+            roi["Point_px"] = roi["Point_px"][:dmg[2]]
+        with path.open("wb") as fh:
+            plistlib.dump(doc, fh)
+    except Exception:  # noqa: BLE001 -- an earlier damage broke it already
+        return
+
+
+def _check_dicom_format(fmt: str, root: Path, csv_path: Path) -> str:
+    """Accepted with every ROI extracted, or refused by a DatasetError naming a dataset file."""
+    def names_a_file(text: str) -> bool:
+        return str(root) in text or csv_path.name in text
+
+    try:
+        loaded = load_dataset(root, fmt, strict=False)
+    except DatasetError as exc:
+        assert names_a_file(str(exc)), str(exc)
+        return "refused"
+    for p in loaded.problems:
+        assert str(p).startswith(p.file) and Path(p.file).is_relative_to(root), p
+    if loaded.problems:
+        try:
+            load_dataset(root, fmt)
+        except DatasetProblems as exc:
+            assert len(exc.problems) == len(loaded.problems)
+        else:
+            raise AssertionError("strict load accepted a dataset with problems")
+        return "refused"
+    if fmt == "cbis-ddsm":  # one record per mass row: nothing silently dropped
+        n_rows = sum(sum(1 for row in list(csv.reader(io.StringIO(
+            p.read_text(encoding="utf-8-sig"), newline="")))[1:] if any(f.strip() for f in row))
+            for p in root.glob("mass_case_description_*_set.csv"))
+        assert len(loaded.records) + sum(loaded.skipped.values()) == n_rows
+    try:
+        rois, _ = extract_rois(loaded, RoiConfig(size=32), cache_dir=None)
+    except DatasetError as exc:
+        assert names_a_file(str(exc)), str(exc)
+        return "refused"
+    assert len(rois.images) == len(loaded.records)
+    assert rois.images.dtype in (np.uint8, np.uint16)
+    return "accepted"
+
+
+def _run_dicom(fmt: str, damages: list[tuple], folder: str) -> None:
+    import shutil
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / folder / "data"
+        shutil.copytree(_template(fmt), root)
+        csv_name = ("mass_case_description_train_set.csv" if fmt == "cbis-ddsm"
+                    else "INbreast.csv")
+        csv_path = root / csv_name
+        case = Case(csv_path, csv_path.read_text().splitlines(), [], ";" if fmt == "inbreast"
+                    else ",", fmt)
+        dicoms = sorted(root.rglob("*.dcm"))
+        xmls = sorted(root.rglob("*.xml"))
+        for dmg in damages:
+            if dmg[0] in ("random_bytes", "truncate", "flip_tail", "delete_image", "attribute"):
+                _damage_dicom(dicoms, dmg)
+            elif dmg[0].startswith("xml_"):
+                _damage_xml(xmls, dmg)
+            else:
+                _apply_csv(case, dmg)
+        _write(case)
+        outcome = _check_dicom_format(fmt, root, csv_path)
+    tally[f"bad datasets tried ({fmt})"] += 1
+    tally[f"bad datasets {outcome} ({fmt})"] += 1
+
+
+@DICOM_FUZZ
+@given(damages=st.lists(st.one_of(csv_damage, dicom_damage), min_size=1, max_size=3),
+       folder=st.sampled_from(FOLDERS))
+def test_damaged_cbis_ddsm_is_refused_by_file_row_and_field(damages, folder):
+    _run_dicom("cbis-ddsm", damages, folder)
+
+
+@DICOM_FUZZ
+@given(damages=st.lists(st.one_of(csv_damage, dicom_damage, xml_damage), min_size=1,
+                        max_size=3),
+       folder=st.sampled_from(FOLDERS))
+def test_damaged_inbreast_is_refused_by_file_row_and_field(damages, folder):
+    _run_dicom("inbreast", damages, folder)

@@ -33,6 +33,7 @@ import pytest
 
 from search_spaces import load_spec
 from study._mlflow_proc import session_members
+from study._phases import RUN_NAME
 from study.server import ensure_server, stop_server
 from study.tracking import child_runs, client_for
 from tests._disk import fill, small_disk
@@ -92,7 +93,7 @@ class Injector(threading.Thread):
             f"attributes.status = 'RUNNING' and tags.phase = '{phase}'"))
         for run in runs:
             pid, trial = run.data.tags.get("worker_pid"), run.data.tags.get("trial")
-            dirs = list((self.storage / phase).glob(f"*_{trial}_*"))
+            dirs = list((self.storage / RUN_NAME).glob(f"*_{trial}_*"))
             if not pid or len(dirs) != 1 or registered_checkpoint(dirs[0]) is None:
                 continue
             if not _is_ray_worker(int(pid)):  # a stale tag: that worker is gone
@@ -198,8 +199,8 @@ def test_killed_trial_workers_restart_from_checkpoint_with_identical_results(
     assert [p for p, _, _ in injector.done] == ["search", "evaluate"], injector.done
     tally["faults injected: trial worker SIGKILLed mid-epoch"] += len(injector.done)
     runs = _check_runs(mlflow_client, spec, outcome)
-    for phase, trial_dir, _ in injector.done:  # Tune saw the failure and restarted the trial
-        assert (tmp_path / "faults-kill" / "ray" / phase / trial_dir / "error.txt").is_file()
+    for _phase, trial_dir, _ in injector.done:  # Tune saw the failure and restarted the trial
+        assert (tmp_path / "faults-kill" / "ray" / RUN_NAME / trial_dir / "error.txt").is_file()
     _assert_same_results(outcome, base)
     tally["faults survived: trial worker SIGKILLed mid-epoch"] += len(injector.done)
     tally["runs lost (kill test)"] += 0 if len(runs) else 1
@@ -263,7 +264,7 @@ def test_corrupted_checkpoint_fails_its_trial_clearly_and_the_study_goes_on(
     finally:
         injector.stop.set()
     assert injector.error is None and injector.done and corrupted, injector.done
-    trial_dir = tmp_path / "faults-corrupt" / "ray" / "evaluate" / injector.done[0][1]
+    trial_dir = tmp_path / "faults-corrupt" / "ray" / RUN_NAME / injector.done[0][1]
     tally["faults injected: checkpoint file corrupted (then worker killed)"] += 1
     with pytest.raises(CheckpointError, match="unreadable checkpoint"):
         load_checkpoint(corrupted[-1].parent)
@@ -313,7 +314,7 @@ def test_full_disk_while_persisting_a_checkpoint_falls_back_to_the_previous_one(
             injector.stop.set()
         assert injector.error is None and injector.done, injector.error
         tally["faults injected: disk full while a checkpoint is persisted"] += 1
-        trial_dir = disk / "evaluate" / injector.done[0][1]
+        trial_dir = disk / RUN_NAME / injector.done[0][1]
         error = (trial_dir / "error.txt").read_text()
         assert "No space left on device" in error, error[-2000:]
         runs = _check_runs(mlflow_client, spec, outcome)  # no epoch twice, none missing
@@ -406,7 +407,7 @@ NODE_LOSS = textwrap.dedent("""
             for r in runs:  # a trial that trains there and has a checkpoint Tune took in
                 if "phase" not in r.data.tags:  # the parent run
                     continue
-                trial_dirs = list((Path(a["runs"]) / a["study"] / "ray" / r.data.tags["phase"])
+                trial_dirs = list((Path(a["runs"]) / a["study"] / "ray" / RUN_NAME)
                                   .glob(f"*_{r.data.tags['trial']}_*"))
                 if (r.data.tags.get("node_id") == worker.node_id and len(trial_dirs) == 1
                         and registered_checkpoint(trial_dirs[0]) is not None):

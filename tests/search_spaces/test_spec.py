@@ -154,8 +154,10 @@ def test_mirrored_dataclasses_match_trainables():
     assert _fields(RoiSpec) == _fields(RoiConfig)
     assert _fields(SplitSpec) == _fields(SplitConfig)
     structural = {"regime", "backbone", "input_size", "pretrained", "weights", "max_epochs",
-                  "early_stopping_patience"}
-    train = _fields(TrainConfig)
+                  "early_stopping_patience", "checkpoint_at"}
+    # a study writes checkpoints on a time budget; a bare trial every epoch
+    study_defaults = {"checkpoint_interval_s": 60.0}
+    train = {**_fields(TrainConfig), **study_defaults}
     assert set(_fields(TrainSpec)) == set(train) - structural
     assert all(train[k] == v for k, v in _fields(TrainSpec).items())
     assert set(SYNTH_FIELDS) == set(_fields(SynthConfig))
@@ -286,7 +288,14 @@ BAD = [
     (_set("roi.size", 64.5), "roi.size", "expected an integer"),
     (_set("splits.n_splits", True), "splits.n_splits", "expected an integer, got boolean"),
     (_set("splits.test_fraction", 1.5), "splits.test_fraction", "must be < 1"),
-    (_set("splits.scheme", "kfold"), "splits.scheme", "kfold needs"),  # 3 × 0.2 fine...
+    (_set("splits.n_splits", 1), "splits.n_splits", "kfold needs at least 2 folds"),
+    (_set("splits.repeats", 0), "splits.repeats", "must be >= 1"),
+    (_set("splits.scheme", "repeated"), "splits.repeats", "repeats > 1 needs scheme: kfold"),
+    (_set("dataset.balance", "oversample"), "dataset.balance", "not one of none, undersample"),
+    (_set("evaluation.seeds", 0), "evaluation.seeds", "must be >= 1"),
+    (_set("analysis.unit", "image"), "analysis.unit", "not one of lesion, patient, view"),
+    (_set("analysis.units", "view"), "analysis.units", "unknown key"),
+    (_set("compare.reference", "2FTED"), "compare.reference", "unknown variant"),
     (_set("pretrained", "yes please"), "pretrained", "expected true or false"),
     (_delete("search.asha.max_epochs"), "search.asha.max_epochs", "missing required key"),
     (_delete("dataset"), "dataset", "missing required key"),
@@ -317,8 +326,8 @@ BAD = [
                          ids=[f"{i}-{key}" for i, (_, key, _) in enumerate(BAD)])
 def test_bad_spec_names_file_key_and_reason(tmp_path, mutate, key, reason):
     data = quick_dict()
-    if key == "splits.scheme":
-        data["splits"]["n_splits"] = 6  # 6 × 0.2 > 1: kfold test parts cannot be disjoint
+    if key == "splits.repeats" and "kfold" in reason:
+        data["splits"]["repeats"] = 2  # repeats of a repeated hold-out
     mutate(data)
     path = write(tmp_path, data)
     with pytest.raises(SpecError) as info:
@@ -395,7 +404,7 @@ def test_more_per_trial_than_the_cluster_has_fails():
     with pytest.raises(SpecError, match="resources.gpus: .*has 1"):
         check_resources(big, {"CPU": 16.0, "GPU": 1.0})
     with pytest.raises(SpecError, match="resources.cpus"):
-        check_resources(spec, {"CPU": 2.0, "GPU": 1.0})
+        check_resources(spec, {"CPU": 0.5, "GPU": 1.0})
 
 
 # --------------------------------------------------------------------------- paths
@@ -573,3 +582,67 @@ def test_flat_dict_keys_are_valid_mlflow_param_names(name):
     assert not bad
     if name == "quick":  # a list of per-variant declarations gets numbered keys
         assert flat["search.params.base_lr.1.variants"] == "FE,1FT,2FT,3FT,AllFT"
+
+
+def test_search_trials_checkpoint_at_asha_rungs():
+    spec = load_spec("paper")
+    asha = spec.search.asha
+    rungs = asha.rungs()
+    assert rungs[0] == asha.grace_period and rungs[-1] < asha.max_epochs
+    pairs = zip(rungs[:-1], rungs[1:], strict=True)
+    assert all(b == round(a * asha.reduction_factor) for a, b in pairs)
+    search = spec.trial_config("FE", {k.name: k.low for k in spec.params_for("FE")})
+    assert tuple(search["checkpoint_at"]) == rungs
+    evaluate = spec.trial_config("FE", {k.name: k.low for k in spec.params_for("FE")},
+                                 phase="evaluate")
+    assert "checkpoint_at" not in evaluate and evaluate["checkpoint_interval_s"] == 60.0
+# --------------------------------------------------------------------------- analysis keys
+
+
+def test_quick_and_paper_default_to_kfold_lesion_unit_and_fted_reference():
+    for name in ("quick", "paper"):
+        spec = load_spec(name, known_backbones=BACKBONES)
+        assert spec.splits.scheme == "kfold" and spec.splits.repeats == 1
+        assert spec.splits.total == spec.splits.n_splits
+        assert spec.analysis.unit == "lesion" and spec.reference == "FTED"
+        assert spec.evaluation.seeds == 1 and spec.dataset.balance == "none"
+        assert spec.to_dict()["compare"] == {"reference": "FTED"}
+    smoke = load_spec("smoke", known_backbones=BACKBONES)
+    assert smoke.splits.scheme == "repeated" and smoke.splits.total == 1
+
+
+def test_new_keys_round_trip_and_fingerprint_what_changes_results(tmp_path):
+    data = quick_dict()
+    base = spec_from_dict(data)
+    data["splits"]["repeats"] = 2
+    data["evaluation"]["seeds"] = 3
+    data["dataset"]["balance"] = "undersample"
+    data["analysis"] = {"unit": "patient"}
+    data["compare"] = {"reference": "allft"}
+    spec = load_spec(write(tmp_path, data), known_backbones=BACKBONES)
+    assert spec.splits.total == 6 and len(spec.searches()) == 7 * 6
+    assert spec.evaluation.seed_list(spec.train.seed) == [0, 1, 2]
+    assert spec.dataset.balance == "undersample" and spec.analysis.unit == "patient"
+    assert spec.reference == "AllFT"
+    assert spec_from_dict(spec.to_dict()) == spec
+    # seeds, repeats and balance change what trials compute; unit and reference do not
+    for key, value in (("splits.repeats", 2), ("evaluation.seeds", 3),
+                       ("dataset.balance", "undersample")):
+        d = quick_dict()
+        _set(key, value)(d)
+        assert spec_from_dict(d).fingerprint() != base.fingerprint(), key
+    d = quick_dict()
+    d["analysis"], d["compare"] = {"unit": "view"}, {"reference": "RI"}
+    assert spec_from_dict(d).fingerprint() == base.fingerprint()
+
+
+def test_reference_defaults_to_fted_else_the_last_variant_and_must_be_a_variant(tmp_path):
+    data = quick_dict()
+    data["variants"] = ["RI", "FE"]
+    del data["compare"]
+    data["search"]["params"] = {"base_lr": {"role": "scientific", "low": 1e-4, "high": 1e-2,
+                                            "log": True}}
+    assert spec_from_dict(data).reference == "FE"
+    data["compare"] = {"reference": "FTED"}
+    with pytest.raises(SpecError, match="compare.reference: FTED is not among the variants"):
+        load_spec(write(tmp_path, data), known_backbones=BACKBONES)

@@ -72,7 +72,7 @@ def test_shipped_config_has_gpu_workers_and_keeps_trials_off_the_head(shipped):
                  if n != head and t["resources"].get("GPU", 0) >= 1 and t["max_workers"] >= 1]
     assert gpu_types
     assert all(types[n].get("min_workers", 0) == 0 for n in gpu_types)  # no idle GPU bills
-    # the paper's protocol runs there, two trials per GPU (4 CPUs + 0.5 GPU each)
+    # the paper's protocol runs there, two trials per GPU (1 CPU + 0.5 GPU each)
     paper = load_spec("paper")
     node = check_trials_fit(paper, config)
     res = types[node]["resources"]
@@ -131,7 +131,7 @@ def test_gpu_study_on_a_cluster_without_gpus_is_refused(tmp_path, shipped):
     data["available_node_types"]["gpu_a10g"]["resources"] = {"CPU": 8}
     config = load_cluster_config(_write(tmp_path, data))
     with pytest.raises(ClusterError, match=r"paper.yaml: resources: no node type .* can run a "
-                                           r"trial \(4 CPUs, 0.5 GPUs each\).*gpu_a10g"):
+                                           r"trial \(1 CPUs, 0.5 GPUs each\).*gpu_a10g"):
         check_trials_fit(load_spec("paper"), config)
     check_trials_fit(load_spec("smoke"), config)   # a CPU study runs there
 
@@ -214,7 +214,10 @@ def test_missing_cloud_sdk_or_credentials_is_named_before_anything_runs(monkeypa
     assert ran == []
 
 
-def test_a_failed_step_stops_with_its_command_line(tmp_path, shipped):
+def test_a_failed_step_stops_with_its_command_line(tmp_path, shipped, monkeypatch):
+    login = tmp_path / "mlflow_credentials"
+    cluster.make_login(login)                        # as on a machine that made it before
+    monkeypatch.setattr(cluster, "HEAD_CREDENTIALS", str(login))
     data = copy.deepcopy(shipped)
     data["provider"] = {"type": "local", "head_ip": "10.0.0.1", "worker_ips": ["10.0.0.2"]}
     path = _write(tmp_path, data)
@@ -315,5 +318,4 @@ def test_two_node_cluster_runs_the_smoke_study_as_a_ray_job(tmp_path, mlflow_ser
     assert landed == nodes                            # trials ran on both nodes
     assert {r.data.tags["host"] for r in runs} == {socket.gethostname()}
     # Tune kept its state on the shared storage path, under the study's name
-    assert (tmp_path / "shared" / "smoke-2nodes" / "search").is_dir()
-    assert (tmp_path / "shared" / "smoke-2nodes" / "evaluate").is_dir()
+    assert (tmp_path / "shared" / "smoke-2nodes" / "study").is_dir()  # Tune's one run

@@ -65,3 +65,40 @@ def test_bad_arguments_are_refused(tmp_path):
     done = run("check", tmp_path, "--format", "bcdr", "--roi-size", 2)
     assert done.returncode == 2 and "ROI size must be an integer ≥ 8" in done.stderr
     assert run("synth", tmp_path / "x", "--patients", 0).returncode == 2
+
+
+def test_synth_then_check_the_dicom_formats(tmp_path):
+    """Both DICOM layouts: synthesised, checked, same JSON keys, the label rule printed."""
+    for fmt, extra in (("cbis-ddsm", []), ("inbreast", ["--birads-malignant-from", "4b"])):
+        out = tmp_path / fmt
+        done = run("synth", out, "--format", fmt, "--patients", 6, "--seed", 1)
+        assert done.returncode == 0, done.stderr
+        assert list(out.rglob("*.dcm"))
+        checked = run("check", out, "--format", fmt, "--roi-size", 32, "--json", "--no-cache",
+                      *extra)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        report = json.loads(checked.stdout)
+        assert {"images", "lesions", "patients", "benign", "malignant", "fingerprint",
+                "problems", "label_rule"} <= report.keys()
+        assert report["patients"] == 6 and report["problems"] == []
+        assert report["benign"] > 0 and report["malignant"] > 0
+        assert report["roi_counts"]["rois"] == report["views"]
+        text = run("check", out, "--format", fmt, "--roi-size", 32, "--no-cache", *extra).stdout
+        rule = ("BENIGN, BENIGN_WITHOUT_CALLBACK → benign" if fmt == "cbis-ddsm"
+                else "BI-RADS 1–4a → benign, 4b–6 → malignant")
+        assert "labels       " in text and rule in text
+
+
+def test_check_names_problems_in_a_dicom_dataset(tmp_path):
+    out = tmp_path / "inb"
+    assert run("synth", out, "--format", "inbreast", "--patients", 4).returncode == 0
+    lines = (out / "INbreast.csv").read_text().splitlines()
+    lines[2] = lines[2].rsplit(";", 1)[0] + ";9"
+    (out / "INbreast.csv").write_text("\n".join(lines) + "\n")
+    done = run("check", out, "--format", "inbreast", "--no-cache", "--json")
+    assert done.returncode == 1
+    problems = json.loads(done.stdout)["problems"]
+    assert problems == [f"{out / 'INbreast.csv'}, row 3, field 'Bi-Rads': expected one of "
+                        "['0', '1', '2', '3', '4a', '4b', '4c', '5', '6'], got '9'"]
+    assert run("check", out, "--format", "inbreast",
+               "--birads-malignant-from", "9").returncode == 2

@@ -61,7 +61,8 @@ def test_smoke_study_logs_every_trial_to_mlflow(smoke_study, mlflow_client):
     for r in evaluate:
         assert {"test_acc", "test_auc", "wall_time_s"} <= r.data.metrics.keys()
         names = {a.path for a in mlflow_client.list_artifacts(r.info.run_id)}
-        assert {"lr_table.json", "test_predictions.json", "roc.json"} <= names
+        assert {"lr_table.json", "test_predictions.json", "val_predictions.json",
+                "roc.json"} <= names
         local = mlflow_client.download_artifacts(r.info.run_id, "test_predictions.json",
                                                  str(study_dir))
         with open(local) as fh:
@@ -70,6 +71,11 @@ def test_smoke_study_logs_every_trial_to_mlflow(smoke_study, mlflow_client):
         assert roc_auc_score(pred["label"], pred["p_malignant"]) == pytest.approx(
             r.data.metrics["test_auc"], abs=1e-9)
         assert all(s.startswith("s") and "patient" not in s for s in pred["sample_id"])
+        assert len(pred["cluster"]) == len(pred["patient"]) == len(pred["sample_id"])
+        assert all(c.startswith("l") for c in pred["cluster"])  # anonymous lesion ids
+        assert len(set(pred["cluster"])) < len(pred["sample_id"])  # views share their lesion
+        # at the validation Youden threshold (+inf, unlogged, when validation shows no skill)
+        assert {"test_sensitivity", "test_specificity"} <= r.data.metrics.keys()
     assert list(outcome.table["variant"]) == list(spec.variants)
     assert any(line.startswith("Table 1") for line in lines)
 
@@ -214,10 +220,12 @@ def test_tune_keeps_only_what_can_be_used_of_the_checkpoints(smoke_study):
     """A finished search's trial checkpoints are dropped (results are in MLflow); each
     evaluation trial keeps one checkpoint: its last, with the weights that were tested."""
     spec, study_dir, *_ = smoke_study
-    search = [d for d in (study_dir / "ray" / "search").iterdir() if d.is_dir()]
+    trials = [d for d in (study_dir / "ray" / "study").iterdir() if d.is_dir()]
+    phase = {d: json.loads((d / "params.json").read_text())["phase"] for d in trials}
+    search = [d for d in trials if phase[d] == "search"]
     assert len(search) == len(spec.variants) * spec.search.trials
     assert not [c for d in search for c in d.glob("checkpoint_*")]
-    evaluate = [d for d in (study_dir / "ray" / "evaluate").iterdir() if d.is_dir()]
+    evaluate = [d for d in trials if phase[d] == "evaluate"]
     assert len(evaluate) == len(spec.variants)
     for trial in evaluate:
         kept = list(trial.glob("checkpoint_*"))

@@ -16,6 +16,7 @@ import torch
 from trainables import checkpoint as ckpt
 from trainables._roiset import RoiSet
 from trainables.augment import prepare_batch
+from trainables.backbones import weights_path
 from trainables.config import TrainConfig
 from trainables.regimes import PAPER_VARIANTS, RegimeConfig, build_model
 from trainables.splits import Split
@@ -54,10 +55,11 @@ def stable(history: list[dict]) -> list[dict]:
 
 
 def _model_from(cfg: TrainConfig, state: dict | None = None) -> torch.nn.Module:
+    """The model as built for ``cfg``, with a checkpoint's changing tensors loaded over it."""
     torch.manual_seed(derive_seeds(cfg.seed)["init"])
     model = build_model(cfg.backbone, cfg.regime, input_size=SIDE)
     if state is not None:
-        model.load_state_dict(state)
+        ckpt.load_changing(model, state, ckpt.changing_keys(model), "test")
     return model.eval()
 
 
@@ -297,3 +299,77 @@ def test_resized_uint16_rois_train(tmp_path):
     result = run_trial(config("1FT", max_epochs=1, input_size=40), rois16, SPLIT,
                        checkpoint_dir=tmp_path, phase="evaluate")
     assert result.epochs_run == 1 and math.isfinite(result.test_loss)
+
+
+# --------------------------------------------------------------------------- checkpoint size
+
+
+def _tensor_bytes(state: dict) -> int:
+    return sum(t.numel() * t.element_size() for t in state.values())
+
+
+@pytest.mark.parametrize("variant", ["FE", "2FT", "FTED", "RI"])
+def test_checkpoint_holds_only_what_training_changes(variant, tmp_path):
+    cfg = config(variant, max_epochs=1)
+    run_trial(cfg, ROIS, SPLIT, checkpoint_dir=tmp_path)
+    saved = ckpt.load_checkpoint(tmp_path)
+    model = _model_from(cfg)
+    full = model.state_dict()
+    trains = {n for n, p in model.named_parameters() if p.requires_grad}
+    kept = set(saved["model"])
+    assert trains <= kept  # every trained parameter...
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert not (kept & frozen)  # ...and no frozen one
+    if variant in ("FE", "2FT"):
+        assert _tensor_bytes(saved["model"]) < 0.5 * _tensor_bytes(full)
+        # BatchNorm statistics are kept exactly where their block trains
+        stats = {k for k in full if k.endswith("running_mean")}
+        assert {k for k in stats if k in kept} == \
+            {k for k in stats if k.replace("running_mean", "weight") in trains}
+    else:  # everything trains
+        assert kept == set(full)
+    lite0 = ckpt.file_sha256(weights_path("efficientnet_lite0"))
+    assert saved["base"] == {"backbone": "efficientnet_lite0",
+                             "pretrained_sha256": None if variant == "RI" else lite0}
+
+
+@pytest.mark.parametrize("variant", ["FE", "2FT", "FTED"])
+def test_restored_partial_checkpoint_equals_the_uninterrupted_run(variant, tmp_path):
+    cfg = config(variant, max_epochs=3, plateau_patience=0, seed=5)
+    full = run_trial(cfg, ROIS, SPLIT, checkpoint_dir=tmp_path / "full", phase="evaluate")
+    first = run_trial(cfg, ROIS, SPLIT, checkpoint_dir=tmp_path / "cut", phase="evaluate",
+                      reporter=lambda m: "stop" if m["epoch"] == 1 else None)
+    assert first.epochs_run == 1
+    resumed = run_trial(cfg, ROIS, SPLIT, checkpoint_dir=tmp_path / "cut", phase="evaluate")
+    assert resumed.partition_passes["train"] == 2
+    assert stable(resumed.history) == stable(full.history)
+    assert resumed.test_probs == full.test_probs  # bit for bit
+
+
+def test_a_checkpoint_from_another_pretrained_file_is_refused(tmp_path):
+    weights = tmp_path / "lite0.pth"
+    state = torch.load(weights_path("efficientnet_lite0"), map_location="cpu",
+                       weights_only=True)
+    torch.save(state, weights)
+    cfg = config("FE", max_epochs=3, weights=str(weights))
+    run_trial(cfg, ROIS, SPLIT, checkpoint_dir=tmp_path / "t", reporter=lambda m: "stop")
+    first = next(iter(state))
+    state[first] = state[first] + 1e-3  # same path, other contents
+    torch.save(state, weights)
+    with pytest.raises(ckpt.PretrainedMismatchError, match="sha256=") as err:
+        run_trial(cfg, ROIS, SPLIT, checkpoint_dir=tmp_path / "t")
+    assert "checkpoint.pt" in str(err.value)
+
+
+def test_checkpoints_follow_the_rungs_and_the_time_budget(tmp_path):
+    seen: list[tuple[int, int, bool]] = []
+
+    def reporter(m):
+        seen.append((m["epoch"], m["checkpoint_epoch"], m["checkpoint_time_s"] > 0))
+
+    # an hour between writes: only the rungs (1, 3) and the end (5) are written
+    cfg = config("FE", max_epochs=5, checkpoint_interval_s=3600, checkpoint_at=[3, 1])
+    run_trial(cfg, ROIS, SPLIT, checkpoint_dir=tmp_path, reporter=reporter)
+    assert [(e, c) for e, c, _ in seen] == [(1, 1), (2, 1), (3, 3), (4, 3), (5, 5)]
+    assert [w for _, _, w in seen] == [True, False, True, False, True]
+    assert cfg.checkpoint_at == (1, 3)

@@ -31,6 +31,7 @@ __all__ = [
     "keep_frozen_norms_in_eval",
     "mark_frozen_norm",
     "to_rgb",
+    "weights_path",
 ]
 
 _MODULES: dict[str, ModuleType] = {m.NAME: m for m in (efficientnet_lite0, inception_v3)}
@@ -65,3 +66,13 @@ def create_backbone(
         WeightsNotFoundError: weights requested but absent (the message says how to stage them).
     """
     return _module(name).create(pretrained=pretrained, weights=weights)
+
+
+def weights_path(name: str, weights: str | Path | None = None) -> Path:
+    """The file ``create_backbone(name, pretrained=True, weights=weights)`` loads.
+
+    Raises:
+        ValueError: unknown name.
+        WeightsNotFoundError: the file is absent (the message says how to stage it).
+    """
+    return Path(_module(name).weights_path(weights))

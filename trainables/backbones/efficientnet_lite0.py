@@ -89,6 +89,17 @@ def to_timm_keys(
     return mapped
 
 
+def weights_path(weights: str | Path | None = None) -> Path:
+    """The weights file :func:`create` loads: ``weights`` if given, else the package's."""
+    path = Path(weights).expanduser() if weights is not None else package_weights_path()
+    if not path.is_file():
+        raise WeightsNotFoundError(
+            f"EfficientNet-Lite0 weights not found at {path}; reinstall '{PACKAGE}' or pass "
+            f"the path of its file efficientnet-lite0-57934424.pth"
+        )
+    return path
+
+
 def load_timm_state_dict(
     weights: str | Path | None = None, reference: dict[str, torch.Tensor] | None = None
 ) -> OrderedDict[str, torch.Tensor]:
@@ -97,12 +108,7 @@ def load_timm_state_dict(
     ``reference``: a timm ``efficientnet_lite0`` state dict giving target names and shapes
     (built if not given).
     """
-    path = Path(weights).expanduser() if weights is not None else package_weights_path()
-    if not path.is_file():
-        raise WeightsNotFoundError(
-            f"EfficientNet-Lite0 weights not found at {path}; reinstall '{PACKAGE}' or pass "
-            f"the path of its file efficientnet-lite0-57934424.pth"
-        )
+    path = weights_path(weights)
     state = torch.load(path, map_location="cpu", weights_only=True)
     if reference is None:
         reference = _timm_model().state_dict()

@@ -92,6 +92,9 @@ def resolve_weights(weights: str | Path | None) -> Path:
     return path
 
 
+weights_path = resolve_weights  # the registry's name for it
+
+
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A torchvision Inception-v3 state dict without the auxiliary and 1000-way classifiers."""
     state = torch.load(path, map_location="cpu", weights_only=True)

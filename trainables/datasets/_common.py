@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -18,12 +18,16 @@ Image.MAX_IMAGE_PIXELS = 40_000 * 40_000  # full-field digital mammograms are la
 
 def read_csv_rows(path: Path, log: ProblemLog, *, delimiter: str = ",",
                   expected: list[str] | None = None,
-                  required: set[str] | None = None) -> Iterator[tuple[int, dict[str, str]]]:
+                  required: set[str] | None = None,
+                  header_map: Callable[[str], str] | None = None,
+                  ) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield ``(line_number, {column: stripped value})`` for each data row of a CSV.
 
     Every field is stripped (BCDR's digital subsets write ``", value"``). The header must equal
     ``expected`` (order included) or contain ``required``; otherwise the problem is logged and
     nothing is yielded. Rows with the wrong number of fields are logged and skipped.
+    ``header_map`` renames the (stripped) header names first, e.g. to normalise CBIS-DDSM's
+    ``breast_density`` / ``breast density`` spellings; ``expected``/``required`` use the result.
     """
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -41,6 +45,8 @@ def read_csv_rows(path: Path, log: ProblemLog, *, delimiter: str = ",",
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         header = [h.strip() for h in next(reader)]
+        if header_map is not None:
+            header = [header_map(h) for h in header]
     except csv.Error as exc:
         log.add(path, 1, None, f"unreadable CSV header: {exc}")
         return
