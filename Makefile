@@ -11,7 +11,7 @@ RUNS   ?= runs
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: study test report lint bench chromium clean-venv
+.PHONY: study test report lint bench chromium postgresql clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,7 +31,18 @@ chromium:
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-test: $(STAMP) chromium
+# PostgreSQL's server programs (Debian's package: initdb, pg_ctl under /usr/lib/postgresql/*/bin)
+# for the runs folder's own PostgreSQL (--backend-store-uri postgres) and its tests; installed
+# once, as root. Debian's package also creates the unprivileged 'postgres' user that the
+# database runs as when the launcher runs as root (PostgreSQL refuses root). The cluster the
+# package sets up by default is not used: stop and disable it if you do not need it.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		SUDO=$$(command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; }
+
+test: $(STAMP) chromium postgresql
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Rebuild a study's report from MLflow: make report ARGS="--study quick"

@@ -167,6 +167,9 @@ def _load(client: MlflowClient, study: str, run_id: str | None,
         problems.append("study_spec.json is missing on the parent run: expected variants and "
                         "splits are inferred from the runs found")
     children = _all_runs(client, exp_id, f"tags.`{PARENT_TAG}` = '{pid}'")
+    problems += [f"run {r.info.run_name or r.info.run_id}: MLflow rejected part of what it "
+                 f"logged ({r.data.tags['logging_errors']})"  # the trial logger's record
+                 for r in [parent, *children] if "logging_errors" in r.data.tags]
     evaluations = _frame([_row(r, EVAL_METRICS) for r in children
                           if r.data.tags.get("phase") == "evaluate"], EVAL_COLUMNS)
     searches = _frame([_row(r, SEARCH_METRICS) for r in children

@@ -17,6 +17,7 @@ from search_spaces import ParamSpec, StudySpec
 from study import _trial
 from study._grouped import METRIC, MODE, Group, GroupedASHA, GroupedOptunaSearcher
 from study._overlap import EvalItems, StudySearcher
+from study._postgres import optuna_storage_url
 from study._progress import PhaseProgress, Progress
 from study._run_closer import RunCloser
 
@@ -115,7 +116,7 @@ def run_phases(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path, *, re
     items = items or seed_items(spec)
     groups = search_groups(spec, trials)
     grouped = GroupedOptunaSearcher(
-        groups, storage_url=f"sqlite:///{(study_dir / 'optuna.db').resolve()}",
+        groups, storage_url=optuna_storage_url(study_dir),
         study_prefix=study_prefix or spec.name, seed=spec.search.seed,
         max_epochs=spec.search.asha.max_epochs, warm_start=warm_start,
         study_attrs={"mlflow_parent_run_id": ctx.parent_run_id}, seed_salt=seed_salt)

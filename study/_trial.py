@@ -13,6 +13,7 @@ checkpoint (``restored_from``) it goes on from; each epoch is in its history onc
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -97,6 +98,8 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
     split = ctx.splits[int(config["split"])]
     trial_id = tune.get_context().get_trial_id() or "local"
     sweep_scratch()
+    with contextlib.suppress(Exception):  # what earlier trials here could not deliver
+        tracking.replay_spilled(only_uri=ctx.tracking_uri, wait_s=0)
     work = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
     try:
         client = tracking.client_for(ctx.tracking_uri)

@@ -58,6 +58,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="where studies, data, caches and the managed MLflow server live "
                         "(default ./runs; with --cluster it is ~/tlstudy-runs on the head, "
                         "set in the cluster YAML)")
+    p.add_argument("--backend-store-uri", default=None,
+                   help="the managed MLflow server's store: sqlite (default on one machine), "
+                        "postgres (the runs folder's own PostgreSQL, also Optuna's) or a "
+                        "SQLAlchemy URI")
+    p.add_argument("--artifacts-destination", default=None,
+                   help="the managed server's artifact store: a (shared) folder, s3://, gs://")
+    p.add_argument("--server-workers", type=int, default=None,
+                   help="the managed server's worker processes (default: one per 16 "
+                        "concurrent trials)")
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted study of this name (same parent run)")
     p.add_argument("--cluster", type=Path, default=None,
@@ -181,14 +190,21 @@ def _run_here(args: argparse.Namespace, spec, runs: Path) -> int:  # type: ignor
         uri = head.tracking_uri
         on_cluster = {"address": head.address, "resources": head.resources}
     if uri is None:
-        from study.server import ServerError, ensure_server
+        from study.server import ServerError, capacity_warning, ensure_server, workers_for
 
+        concurrency = expected_concurrency(spec, on_cluster.get("resources"))
         try:
-            info = ensure_server(runs)
-        except ServerError as exc:
+            info = ensure_server(runs, backend=args.backend_store_uri,
+                                 artifacts=args.artifacts_destination,
+                                 workers=args.server_workers,
+                                 default_workers=workers_for(concurrency))
+        except (ServerError, ValueError) as exc:
             print(f"error: the MLflow server did not start: {exc}", file=sys.stderr)
             return 1
         uri = info.url
+        warning = capacity_warning(info, concurrency)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
         print(f"MLflow UI: {uri}  (stop it with: python -m study.server stop "
               f"--study-dir {runs})")
     from study._phases import TrialsFailed
@@ -225,6 +241,20 @@ def _run_here(args: argparse.Namespace, spec, runs: Path) -> int:  # type: ignor
         return 1
     print(f"MLflow UI: {uri}")
     return 0
+
+
+def expected_concurrency(spec, resources=None) -> int:  # type: ignore[no-untyped-def]
+    """Trials the study can run at once: ``resources`` (a cluster's, {"CPU": n, "GPU": m}) or
+    this machine's cores and GPUs, divided by what one trial reserves."""
+    if resources is None:
+        import torch
+
+        resources = {"CPU": os.cpu_count() or 1, "GPU": torch.cuda.device_count()}
+    r = spec.resources
+    fits = [resources.get("CPU", 0.0) / r.cpus] if r.cpus > 0 else []
+    if r.gpus > 0:
+        fits.append(resources.get("GPU", 0.0) / r.gpus)
+    return max(1, int(min(fits))) if fits else 1
 
 
 def _attach_address(args: argparse.Namespace) -> str | None:

@@ -157,6 +157,12 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
         logger.tags({"failure_reason": failure_reason(f"{type(e).__name__}: {e}")})
         raise
     finally:
+        # what trials on this machine could not deliver at their end (the server was away):
+        # delivered now, before their runs would be taken for dangling
+        try:
+            tracking.replay_spilled(only_uri=tracking_uri, wait_s=10)
+        except Exception as e:  # noqa: BLE001 - the spill files stay for a later replay
+            log.warning("spilled MLflow data not replayed yet: %s", e)
         tracking.close_dangling_runs(client, exp_id, parent,
                                      status="KILLED" if status != "FAILED" else "FAILED")
         logger.finish(status)  # type: ignore[arg-type]

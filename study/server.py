@@ -2,28 +2,41 @@
 
 Layout under ``<study_dir>/mlflow/``::
 
-    mlflow.db      SQLite backend store (experiments, runs, params, metrics, tags)
-    artifacts/     artifact store, served through the server's mlflow-artifacts proxy
+    mlflow.db      SQLite backend store (experiments, runs, params, metrics, tags): the
+                   embedded default for one machine
+    artifacts/     artifact store, served through the server's mlflow-artifacts proxy (or
+                   ``--artifacts-destination``: s3://, gs://, a shared folder)
     server.json    the running server's record (pid, port, url, stores) — written by us
     server.log     the server's stdout + stderr, appended per start
     server.lock    advisory lock so two launchers do not start two servers
     basic_auth.*   MLflow's login (config without secrets + user store), only when the server
                    binds a non-loopback address, which needs credentials (``credentials_from_env``)
 
+The backend store is chosen with ``backend`` (``--backend-store-uri``): ``sqlite`` (default),
+``postgres`` — the runs folder's own PostgreSQL (``study._postgres``: ``<runs>/postgres/``,
+started first, a unix socket; once a folder has one it is the folder's default) — or any
+SQLAlchemy URI (a team's PostgreSQL). One SQLite or PostgreSQL server worker held 16 concurrent
+trials and failed at 32 (its SQLAlchemy pool of 5 + 10 exhausted, HTTP 400s); ``workers`` sizes
+the server (``workers_for(concurrency)``: one per 16 trials, at most one per core; the folder's
+PostgreSQL gets a pool of 10 + 30 per worker), and ``capacity_warning`` says when
+a study asks more of a store than the load test (``bench/tracking_load.py``) saw it hold.
+
 The server is ``<this python> -m mlflow server`` in its own session (process group), so it
 outlives the launcher that started it; ``stop_server`` ends the whole group.
 
-It is started light for a small machine: one uvicorn worker (``--workers 1``; the default is 4,
-about 1.9 GB resident with the job runner) and MLflow's GenAI job runner off
+It is started light for a small machine: one uvicorn worker unless asked (``--workers``;
+MLflow's default is 4, about 1.9 GB resident with the job runner) and MLflow's GenAI job runner off
 (``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false``: it spawns seven huey consumers that a
 training study never uses). Together about 0.5 GB in two processes.
 
 CLI::
 
     python -m study.server start  [--study-dir DIR] [--port P] [--host H] [--timeout S]
-                                  [--allowed-hosts NAME,...]
+                                  [--allowed-hosts NAME,...] [--workers N]
+                                  [--backend-store-uri sqlite|postgres|URI]
+                                  [--artifacts-destination PATH|URI] [--login]
                                   (DIR: the launcher's --runs-dir, default ``runs``)
-    python -m study.server stop   [--study-dir DIR]
+    python -m study.server stop   [--study-dir DIR]   (and the folder's PostgreSQL, if any)
     python -m study.server status [--study-dir DIR] [--json]
 """
 
@@ -59,6 +72,9 @@ DEFAULT_STUDY_DIR = Path("runs")  # the launcher's --runs-dir default
 _STOP_GRACE_S = 10.0
 _SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 CREDENTIALS_FILE_ENV = "TLSTUDY_MLFLOW_CREDENTIALS"
+PG_POOL = (10, 30)  # SQLAlchemy pool size + overflow per worker on the folder's PostgreSQL
+KEEP_ALIVE_S = 120  # uvicorn's idle keep-alive (its default is 5 s)
+AUTH_CACHE_TTL_S = 300  # MLflow's basic-auth login cache (0, its default, hashes per request)
 
 
 class ServerError(RuntimeError):
@@ -82,6 +98,9 @@ class ServerInfo:
     log_path: Path
     started_at: float
     auth: str | None = None  # "basic-auth" when MLflow's login is on (credentials never kept)
+    workers: int = 1
+    store: str = "sqlite"  # "sqlite", "postgres" (the runs folder's own) or "uri" (given)
+    artifacts_destination: str = ""  # where artifacts go ('' = artifacts_dir)
     reused: bool = False
 
     def to_json(self) -> dict:
@@ -99,7 +118,9 @@ class ServerInfo:
             url=d["url"], pid=int(d["pid"]), port=int(d["port"]), host=d["host"],
             backend_uri=d["backend_uri"], artifacts_dir=Path(d["artifacts_dir"]),
             log_path=Path(d["log_path"]), started_at=float(d["started_at"]),
-            auth=d.get("auth"),
+            auth=d.get("auth"), workers=int(d.get("workers", 1)),
+            store=d.get("store", "sqlite"),
+            artifacts_destination=d.get("artifacts_destination", ""),
         )
 
 
@@ -206,15 +227,115 @@ def _wait_healthy(info: ServerInfo, timeout_s: float, child: subprocess.Popen | 
         time.sleep(0.25)
 
 
-def _server_command(paths: _Paths, host: str, port: int, workers: int,
+@dataclass(frozen=True)
+class StoreChoice:
+    """Where a managed server keeps runs (``backend_uri``, ``kind``) and artifacts."""
+
+    backend_uri: str
+    kind: str  # "sqlite" | "postgres" | "uri"
+    artifacts: str  # a local folder (absolute) or a URI (s3://, gs://, ...)
+
+
+def _choose_store(study_dir: Path, paths: _Paths, backend: str | None,
+                  artifacts: str | None, previous: ServerInfo | None,
+                  timeout_s: float) -> StoreChoice:
+    """Resolve ``backend``/``artifacts`` (None: what the folder used last, else SQLite or the
+    folder's PostgreSQL when it has one); starts the folder's PostgreSQL when chosen."""
+    from study import _postgres
+
+    if backend is None:
+        if previous is not None and previous.store in ("sqlite", "postgres", "uri"):
+            backend = previous.backend_uri if previous.store == "uri" else previous.store
+        else:
+            backend = "postgres" if _postgres.has_postgres(study_dir) else "sqlite"
+    if backend == "sqlite":
+        choice = StoreChoice(f"sqlite:///{paths.db}", "sqlite", "")
+    elif backend in ("postgres", "postgresql"):
+        try:
+            pg = _postgres.ensure_postgres(study_dir, timeout_s=timeout_s)
+        except _postgres.PostgresError as e:
+            raise ServerError(f"the runs folder's PostgreSQL did not start: {e}") from None
+        choice = StoreChoice(pg.url("mlflow"), "postgres", "")
+    elif "://" in backend:
+        choice = StoreChoice(backend, "uri", "")
+    else:
+        raise ValueError(f"backend store {backend!r}: use sqlite, postgres or a SQLAlchemy URI "
+                         "(postgresql://user@host/db)")
+    if artifacts is None:
+        artifacts = (previous.artifacts_destination or str(previous.artifacts_dir)
+                     if previous is not None else str(paths.artifacts))
+    if "://" not in artifacts:
+        artifacts = str(Path(artifacts).expanduser().resolve())
+    return dataclasses.replace(choice, artifacts=artifacts)
+
+
+def workers_for(concurrency: int, cpus: int | None = None) -> int:
+    """Server workers for ``concurrency`` simultaneous trials: one per 16 (what one worker
+    with MLflow's default pool held in the load test), but no more than the machine's
+    ``cpus`` (default: this one's) and 8 — on 2 cores, 2 workers served 64 trials at 54
+    requests/s where 4 managed 45."""
+    cores = cpus if cpus is not None else (os.cpu_count() or 1)
+    return max(1, min(8, cores, -(-int(concurrency) // 16)))
+
+
+# What the load test (bench/tracking_load.py, RELIABILITY.md, issue 16) saw each store hold
+# with 0 errors and every history complete, per server worker count: concurrent trials.
+# "postgres": the runs folder's own (pool 10 + 30 per worker); "postgres-uri": a PostgreSQL
+# given by URI (MLflow's default pool, 5 + 10).
+HELD_IN_LOAD_TEST = {("sqlite", 1): 16, ("sqlite", 4): 32, ("postgres", 1): 16,
+                     ("postgres", 2): 64, ("postgres", 4): 64, ("postgres-uri", 1): 16,
+                     ("postgres-uri", 4): 32}
+
+
+def capacity_warning(info: ServerInfo, concurrency: int) -> str | None:
+    """A warning when ``concurrency`` trials exceed what this server's store and worker count
+    held in the load test (None when within it, or not measured for a given URI)."""
+    if info.backend_uri.startswith("sqlite"):
+        kind = "sqlite"
+    elif info.backend_uri.startswith("postgres"):
+        kind = "postgres" if info.store == "postgres" else "postgres-uri"
+    else:
+        return None
+    measured = [(w, n) for (k, w), n in HELD_IN_LOAD_TEST.items()
+                if k == kind and w <= info.workers]
+    held = max((n for _, n in measured), default=0)
+    if concurrency <= held:
+        return None
+    more = workers_for(concurrency)
+    fixes = [f"--workers {more}"] if more > info.workers else []
+    if kind != "postgres":
+        fixes.append("--backend-store-uri postgres")
+    advice = (f"restart the server with {' '.join(fixes)} (python -m study.server stop, "
+              "then start)" if fixes else "give the server a machine with more cores")
+    return (f"{concurrency} concurrent trials against an MLflow server on {kind} with "
+            f"{info.workers} worker(s): the load test saw this store hold {held or 'none'} "
+            f"(RELIABILITY.md); beyond that it answered pool-exhausted errors. Trials keep "
+            f"their metrics and retry, but may slow: {advice}.")
+
+
+def _pool_env(store: StoreChoice) -> dict[str, str]:
+    """A bigger SQLAlchemy pool per worker on the folder's own PostgreSQL (10 + 30 instead of
+    5 + 10, within its max_connections for 8 workers): under load a request then waits for the
+    CPU instead of failing after 30 s without a connection. SQLite (one writer) and a team's
+    PostgreSQL (its own connection limit) keep MLflow's default."""
+    if store.kind != "postgres":
+        return {}
+    return {"MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": str(PG_POOL[0]),
+            "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": str(PG_POOL[1])}
+
+
+def _server_command(store: StoreChoice, host: str, port: int, workers: int,
                     auth: bool = False, allowed: Sequence[str] = ()) -> list[str]:
     return [
         sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{paths.db}",
-        "--artifacts-destination", str(paths.artifacts),
+        "--backend-store-uri", store.backend_uri,
+        "--artifacts-destination", store.artifacts,
         "--host", host,
         "--port", str(port),
         "--workers", str(workers),
+        # keep idle client connections longer than uvicorn's 5 s, so a trial's per-epoch
+        # request rarely meets a connection the server is closing (RemoteDisconnected)
+        "--uvicorn-opts", f"--timeout-keep-alive {KEEP_ALIVE_S}",
         *(["--app-name", "basic-auth"] if auth else []),
         *(["--allowed-hosts", ",".join(allowed)] if allowed else []),
     ]
@@ -326,16 +447,21 @@ def credentials_from_env() -> tuple[str, str] | None:
     return None
 
 
-def _auth_env(paths: _Paths, host: str) -> dict[str, str]:
-    """Child environment turning MLflow's basic-auth on; empty for a loopback bind.
+def _auth_env(paths: _Paths, host: str, login: bool = False) -> dict[str, str]:
+    """Child environment turning MLflow's basic-auth on; empty for a loopback bind unless
+    ``login`` asks for it there too.
 
     A non-loopback bind without credentials is refused. The password goes to the server
     through its environment only (``MLFLOW_AUTH_ADMIN_PASSWORD``): never on its command line
     (logged in ``server.log``), in ``server.json`` or in ``basic_auth.ini``.
     """
-    if is_loopback(host):
+    if is_loopback(host) and not login:
         return {}
     creds = credentials_from_env()
+    if creds is None and login:
+        raise ServerError("the MLflow login (basic-auth) needs credentials: set "
+                          "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or "
+                          f"{CREDENTIALS_FILE_ENV}")
     if creds is None:
         raise ServerError(
             f"binding the MLflow server to {host} exposes it beyond this machine, so it needs "
@@ -352,6 +478,9 @@ def _auth_env(paths: _Paths, host: str) -> dict[str, str]:
         "default_permission = NO_PERMISSIONS\n"
         f"database_uri = sqlite:///{paths.auth_db}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        # a verified login is cached (per worker) instead of a ~170 ms password hash per
+        # request: 2.9 requests/s at 8 trials without it, 22.7 with it (issue 16)
+        f"auth_cache_ttl_seconds = {AUTH_CACHE_TTL_S}\n"
     )
     paths.auth_config.chmod(0o600)
     # the auth app's CSRF key: the user's if set, else a fresh one per start (one worker)
@@ -362,12 +491,14 @@ def _auth_env(paths: _Paths, host: str) -> dict[str, str]:
 
 
 def _spawn(
-    paths: _Paths, host: str, port: int, workers: int, extra_hosts: Sequence[str] = ()
+    paths: _Paths, store: StoreChoice, host: str, port: int, workers: int,
+    extra_hosts: Sequence[str] = (), login: bool = False
 ) -> tuple[ServerInfo, subprocess.Popen]:
     """Start the server detached (own session), logging to ``server.log``; no waiting."""
-    paths.artifacts.mkdir(parents=True, exist_ok=True)
-    auth_env = _auth_env(paths, host)
-    cmd = _server_command(paths, host, port, workers, auth=bool(auth_env),
+    if "://" not in store.artifacts:
+        Path(store.artifacts).mkdir(parents=True, exist_ok=True)
+    auth_env = _auth_env(paths, host, login)
+    cmd = _server_command(store, host, port, workers, auth=bool(auth_env),
                           allowed=allowed_hosts(host, extra_hosts))
     with paths.log.open("ab") as log:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -375,15 +506,17 @@ def _spawn(
         log.flush()
         child = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            cwd=paths.root, env={**os.environ, **_SERVER_ENV, **auth_env},
+            cwd=paths.root, env={**os.environ, **_SERVER_ENV, **_pool_env(store), **auth_env},
             start_new_session=True,
         )
     url_host = f"[{host}]" if ":" in host else host
     info = ServerInfo(
         url=f"http://{url_host}:{port}", pid=child.pid, port=port, host=host,
-        backend_uri=f"sqlite:///{paths.db}", artifacts_dir=paths.artifacts,
+        backend_uri=store.backend_uri,
+        artifacts_dir=Path(store.artifacts) if "://" not in store.artifacts else paths.artifacts,
         log_path=paths.log, started_at=time.time(),
-        auth="basic-auth" if auth_env else None,
+        auth="basic-auth" if auth_env else None, workers=workers, store=store.kind,
+        artifacts_destination="" if "://" not in store.artifacts else store.artifacts,
     )
     _write_record(paths, info)
     return info, child
@@ -409,10 +542,23 @@ def ensure_server(
     host: str = "127.0.0.1",
     port: int | None = None,
     timeout_s: float = 60.0,
-    workers: int = 1,
+    workers: int | None = None,
     extra_hosts: Sequence[str] = (),
+    backend: str | None = None,
+    artifacts: str | None = None,
+    login: bool = False,
+    default_workers: int = 1,
 ) -> ServerInfo:
     """Reuse the study's running MLflow server, or start one and wait for ``/health``.
+
+    ``backend``: ``sqlite``, ``postgres`` (the runs folder's own PostgreSQL, started first) or
+    a SQLAlchemy URI; ``artifacts``: a folder or a URI (s3://, gs://); ``workers``: server
+    worker processes (``workers_for(concurrency)``). None keeps what the folder's server
+    used last (SQLite, 1 worker, ``mlflow/artifacts`` the first time; PostgreSQL when the
+    folder has one). A running server asked for other settings is restarted with them.
+    ``login``: MLflow's basic-auth also on a loopback bind (always on for an exposed one).
+    ``default_workers``: the workers of a first start when ``workers`` is None (the
+    launcher's ``workers_for(concurrency)``).
 
     Reuse: the server recorded in ``server.json`` whose process is alive and answers
     ``/health`` (one still starting up is waited for). Otherwise a new server starts on
@@ -430,7 +576,13 @@ def ensure_server(
     with _locked(paths):
         previous = _read_record(paths)
         if previous is not None and _is_our_server(previous):
-            if port is None or port == previous.port:
+            wanted = _changed_settings(previous, backend, artifacts, workers, study_dir)
+            if login and previous.auth is None:
+                wanted = ", ".join(filter(None, [wanted, "login on"]))
+            if wanted:
+                logger.warning("restarting the MLflow server with %s", wanted)
+                _stop(paths, previous)
+            elif port is None or port == previous.port:
                 try:
                     _wait_healthy(previous, timeout_s, child=None)
                 except ServerError as e:
@@ -448,13 +600,15 @@ def ensure_server(
                 _stop(paths, previous)
         if port is not None and not proc.port_free(host, port):
             raise ValueError(f"port {port} on {host} is in use; pick another or omit --port")
-        if not is_loopback(host):
-            _auth_env(paths, host)  # refuses an exposed bind without credentials, before spawning
+        if not is_loopback(host) or login:
+            _auth_env(paths, host, login)  # refuses a login without credentials, before spawning
         _warn_if_exposed(host)
+        store = _choose_store(study_dir, paths, backend, artifacts, previous, timeout_s)
+        n_workers = workers or max(default_workers, previous.workers if previous else 1)
         attempts = 1 if port is not None else 2  # an auto-picked port may be taken meanwhile
         for attempt in range(attempts):
             chosen = port if port is not None else _choose_port(paths, host, previous)
-            info, child = _spawn(paths, host, chosen, workers, extra_hosts)
+            info, child = _spawn(paths, store, host, chosen, n_workers, extra_hosts, login)
             logger.info("starting MLflow server on %s (pid %d)", info.url, info.pid)
             try:
                 _wait_healthy(info, timeout_s, child)
@@ -469,6 +623,27 @@ def ensure_server(
             _check_login(info, timeout_s)
             return info
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _changed_settings(previous: ServerInfo, backend: str | None, artifacts: str | None,
+                      workers: int | None, study_dir: Path) -> str:
+    """What an explicit request changes in the running server ('' when nothing)."""
+    changes = []
+    if workers is not None and workers != previous.workers:
+        changes.append(f"{workers} workers (was {previous.workers})")
+    if backend is not None:
+        same = (backend == previous.store if backend in ("sqlite", "postgres")
+                else backend == previous.backend_uri)
+        if backend == "postgresql":
+            same = previous.store == "postgres"
+        if not same:
+            changes.append(f"backend {backend} (was {previous.store})")
+    if artifacts is not None:
+        target = artifacts if "://" in artifacts else str(Path(artifacts).expanduser().resolve())
+        current = previous.artifacts_destination or str(previous.artifacts_dir)
+        if target != current:
+            changes.append(f"artifacts {target} (was {current})")
+    return ", ".join(changes)
 
 
 def _stop(paths: _Paths, info: ServerInfo) -> bool:
@@ -527,6 +702,10 @@ class _CliArgs:
     timeout_s: float
     as_json: bool
     extra_hosts: tuple[str, ...] = ()
+    workers: int | None = None
+    backend: str | None = None
+    artifacts: str | None = None
+    login: bool = False
 
 
 def _parse(argv: list[str] | None) -> _CliArgs:
@@ -548,8 +727,22 @@ def _parse(argv: list[str] | None) -> _CliArgs:
                    "e.g. mlflow.lab.org); this machine's own names and addresses are allowed")
     p.add_argument("--timeout", type=float, default=60.0, dest="timeout_s",
                    help="seconds to wait for /health (default: 60)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="server worker processes (default: as last time, else 1); one per 16 "
+                   "concurrent trials")
+    p.add_argument("--backend-store-uri", default=None, dest="backend",
+                   help="sqlite (default), postgres (the runs folder's own PostgreSQL, "
+                   "started under DIR/postgres) or a SQLAlchemy URI of a team's PostgreSQL")
+    p.add_argument("--artifacts-destination", default=None, dest="artifacts",
+                   help="artifact store: a folder (shared, e.g. NFS) or s3://, gs:// "
+                   "(default: DIR/mlflow/artifacts)")
+    p.add_argument("--login", action="store_true",
+                   help="MLflow's login (basic-auth) on a loopback bind too (always on for "
+                   "another address)")
     p.add_argument("--json", action="store_true", dest="as_json", help="machine-readable output")
     ns = p.parse_args(argv)
+    if ns.workers is not None and ns.workers < 1:
+        p.error("--workers must be at least 1")
     ns.extra_hosts = tuple(h.strip() for h in ns.extra_hosts.split(",") if h.strip())
     return _CliArgs(**vars(ns))
 
@@ -557,19 +750,31 @@ def _parse(argv: list[str] | None) -> _CliArgs:
 def _cmd_start(args: _CliArgs) -> int:
     try:
         info = ensure_server(args.study_dir, host=args.host, port=args.port,
-                             timeout_s=args.timeout_s, extra_hosts=args.extra_hosts)
+                             timeout_s=args.timeout_s, extra_hosts=args.extra_hosts,
+                             workers=args.workers, backend=args.backend,
+                             artifacts=args.artifacts, login=args.login)
     except (ServerError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     verb = "already running" if info.reused else "started"
-    print(f"MLflow server {verb}: {info.url}  (pid {info.pid})")
+    print(f"MLflow server {verb}: {info.url}  (pid {info.pid}, {info.store} store, "
+          f"{info.workers} worker(s))")
     print(f"stop it with: python -m study.server stop --study-dir {args.study_dir}")
     return 0
 
 
 def _cmd_stop(args: _CliArgs) -> int:
+    from study._postgres import PostgresError, stop_postgres
+
     stopped = stop_server(args.study_dir)
     print("MLflow server stopped" if stopped else "no MLflow server was running")
+    try:
+        if stop_postgres(args.study_dir):
+            print("the runs folder's PostgreSQL stopped (its data stays in "
+                  f"{Path(args.study_dir) / 'postgres'})")
+    except PostgresError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -577,7 +782,11 @@ def _cmd_status(args: _CliArgs) -> int:
     status = server_status(args.study_dir)
     if args.as_json:
         record = status.info.to_json() if status.info else None
-        print(json.dumps({"state": status.state, "detail": status.detail, "server": record}))
+        from study._postgres import postgres_status
+
+        pg = postgres_status(args.study_dir)
+        print(json.dumps({"state": status.state, "detail": status.detail, "server": record,
+                          "postgres": pg.to_json() if pg else None}))
     else:
         print(f"{status.state}: {status.detail}")
     return {"running": 0, "unhealthy": 1, "stopped": 3}[status.state]

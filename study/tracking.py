@@ -14,22 +14,35 @@ by ``close_dangling_runs``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from mlflow.entities import Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from study import _mlflow_limits as lim
-from study._mlflow_logger import RetryPolicy, RunLogger, TerminalStatus, replay_spilled
+from study._mlflow_logger import (
+    LOGGING_ERRORS_TAG,
+    RetryPolicy,
+    RunLogger,
+    TerminalStatus,
+    default_spill_dir,
+    replay_spilled,
+)
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "PARENT_TAG", "RetryPolicy", "RunLogger", "TerminalStatus", "child_runs", "client_for",
-    "close_dangling_runs", "experiment_for", "find_child_run", "replay_spilled",
+    "LOGGING_ERRORS_TAG", "PARENT_TAG", "RetryPolicy", "RunLogger", "TerminalStatus",
+    "child_runs", "client_for", "close_dangling_runs", "default_spill_dir", "experiment_for",
+    "find_child_run", "replay_spilled",
     "start_child_run", "start_parent_run",
 ]
+
+T = TypeVar("T")
+START_WAIT_S = 120.0  # how long a trial's start waits out a busy server (pool exhausted, 5xx)
 
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
@@ -124,6 +137,27 @@ def find_child_run(client: MlflowClient, exp_id: str, parent_run_id: str, *,
     return found[0].info.run_id if found else None
 
 
+def _patient(call: Callable[[], T], what: str, wait_s: float = START_WAIT_S) -> T:
+    """``call()``, retried with backoff for up to ``wait_s`` seconds while the server answers
+    "not now" (the HTTP 400 of an exhausted pool, 5xx, 429, no answer: ``_mlflow_send``); a
+    definitive error is raised at once."""
+    from study._mlflow_send import classify_exception
+
+    deadline = time.monotonic() + wait_s
+    delay = 0.5
+    while True:
+        try:
+            return call()
+        except Exception as e:
+            answer = classify_exception(e)
+            if answer.verdict != "transient" or time.monotonic() + delay > deadline:
+                raise
+            logger.warning("MLflow busy during %s (%s); retrying in %.1f s", what,
+                           answer.detail[:200], delay)
+            time.sleep(delay)
+            delay = min(2 * delay, 10.0)
+
+
 def start_child_run(client: MlflowClient, exp_id: str, parent_run_id: str, *,
                     phase: str, variant: str, split: int | str, trial: int | str,
                     params: Mapping[str, object] | None = None,
@@ -135,26 +169,30 @@ def start_child_run(client: MlflowClient, exp_id: str, parent_run_id: str, *,
     params are logged at once (values truncated to MLflow's limit). If a child with the same
     phase/variant/split/trial exists (restarted trial, resumed study) it is reused and set back
     to RUNNING, so MLflow holds one run per trial. The default run name is
-    ``{phase}-{variant}-s{split}-t{trial}``.
+    ``{phase}-{variant}-s{split}-t{trial}``. A busy server (pool exhausted, 5xx) is waited out
+    for up to ``START_WAIT_S`` rather than failing the trial.
     """
     ident = _trial_tags(phase, variant, split, trial)
-    run_id = find_child_run(client, exp_id, parent_run_id, **ident)
-    if run_id is not None:
+    found = _patient(lambda: find_child_run(client, exp_id, parent_run_id, **ident), "search")
+    if found is not None:
+        run_id = found
         logger.info("reusing MLflow run %s for trial %s", run_id, ident)
-        client.update_run(run_id, status="RUNNING")
-        client.log_batch(run_id, tags=_tag_list(dict(tags or {})))
+        _patient(lambda: client.update_run(run_id, status="RUNNING"), "update-run")
+        _patient(lambda: client.log_batch(run_id, tags=_tag_list(dict(tags or {}))),
+                 "log-batch")
     else:
         name = run_name or f"{phase}-{variant}-s{split}-t{trial}"
         all_tags = {**dict(tags or {}), **ident, PARENT_TAG: parent_run_id, RUN_NAME_TAG: name}
-        run = client.create_run(exp_id, tags={t.key: t.value for t in _tag_list(all_tags)},
-                                run_name=name)
+        run = _patient(lambda: client.create_run(
+            exp_id, tags={t.key: t.value for t in _tag_list(all_tags)}, run_name=name),
+            "create-run")
         run_id = run.info.run_id
     if params:
         plist = [Param(lim.check_key(k, "param"), lim.truncate(v, lim.MAX_PARAM_VAL_LENGTH))
                  for k, v in params.items()]
         for batch in lim.chunks(plist, lim.MAX_PARAMS_TAGS_PER_BATCH,
                                 lambda p: 64 + len(p.key) + len(p.value)):
-            client.log_batch(run_id, params=batch)
+            _patient(lambda b=batch: client.log_batch(run_id, params=b), "log-batch")
     return run_id
 
 

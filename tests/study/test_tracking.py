@@ -155,18 +155,28 @@ def test_context_manager_ends_run(mlflow_server: str, mlflow_client: MlflowClien
 
 
 def test_rejected_entries_are_reported_and_the_rest_delivered(
-        mlflow_server: str, mlflow_client: MlflowClient, exp: str,
+        mlflow_server: str, mlflow_client: MlflowClient, exp: str, tmp_path: Path,
         caplog: pytest.LogCaptureFixture) -> None:
+    """A batch with one bad entry (a changed param: MLflow answers 400 for the whole batch)
+    is halved until the bad one stands alone: only it is dropped, and the run says so in its
+    ``logging_errors`` tag; the entry is kept in ``<run>.rejected.jsonl``."""
     run_id = _child(mlflow_client, exp, start_parent_run(mlflow_client, exp), 0,
                     params={"lr": 0.1})
-    log = RunLogger(mlflow_server, run_id)
-    log.params({"lr": 0.2})  # params are immutable in MLflow: rejected (400)
+    log = RunLogger(mlflow_server, run_id, spill_dir=tmp_path)
+    log.params({"lr": 0.2, "wd": 1e-4})  # params are immutable in MLflow: lr rejected (400)
+    log.tags({"note": "kept"})
     log.metrics(0, {"val_loss": 0.3})
     with caplog.at_level(logging.ERROR):
         assert log.finish() is True
-    assert "rejected 1 params" in caplog.text
+    assert "MLflow rejected param lr" in caplog.text
     run = mlflow_client.get_run(run_id)
-    assert run.data.params["lr"] == "0.1" and run.data.metrics["val_loss"] == 0.3
+    assert run.data.params == {"lr": "0.1", "wd": "0.0001"}
+    assert run.data.metrics["val_loss"] == 0.3 and run.data.tags["note"] == "kept"
+    assert run.info.status == "FINISHED"
+    errors = run.data.tags["logging_errors"]
+    assert errors.startswith("1 rejected: param lr: HTTP 400 INVALID_PARAMETER_VALUE")
+    kept = [json.loads(line) for line in (tmp_path / f"{run_id}.rejected.jsonl").open()]
+    assert [(k["kind"], k["entry"]) for k in kept] == [("param", ["lr", "0.2"])]
     with pytest.raises(ValueError, match="not a number"):
         RunLogger(mlflow_server, run_id).metrics(0, {"x": "abc"})
     with pytest.raises(ValueError, match="status"):

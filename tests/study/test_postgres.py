@@ -1,0 +1,170 @@
+"""The runs folder's own PostgreSQL (Debian's initdb + pg_ctl), the MLflow server on it with
+several workers, and Optuna on the same database server: real processes, no mocks."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy as sa
+
+from study import _postgres as pg
+from study.server import (
+    ServerInfo,
+    capacity_warning,
+    ensure_server,
+    server_status,
+    stop_server,
+    workers_for,
+)
+from study.tracking import RunLogger, client_for, experiment_for, start_parent_run
+
+try:
+    pg.bin_dir()
+    HAVE_PG = True
+except pg.PostgresError:
+    HAVE_PG = False
+needs_pg = pytest.mark.skipif(not HAVE_PG, reason="Debian's postgresql package is not "
+                              "installed (make postgresql)")
+
+
+@pytest.fixture
+def runs() -> Iterator[Path]:
+    """A runs folder the unprivileged 'postgres' user can reach when we are root (pytest's
+    tmp_path sits under a 0700 folder); servers started in it are stopped at the end."""
+    folder = Path(tempfile.mkdtemp(prefix="tlstudy-pg-test-", dir="/tmp"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        stop_server(folder)
+        pg.stop_postgres(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@needs_pg
+def test_postgres_starts_reuses_restarts_and_keeps_data(runs: Path) -> None:
+    first = pg.ensure_postgres(runs)
+    assert not first.reused and pg.has_postgres(runs)
+    assert (first.data_dir.stat().st_mode & 0o777) == 0o700
+    assert (first.socket_dir.stat().st_mode & 0o777) == 0o700
+    engine = sa.create_engine(first.url("optuna"))
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE kept (v int)"))
+        conn.execute(sa.text("INSERT INTO kept VALUES (42)"))
+    engine.dispose()
+    again = pg.ensure_postgres(runs)
+    assert again.reused and again.pid == first.pid
+    assert pg.stop_postgres(runs) is True
+    assert pg.postgres_status(runs) is None and pg.stop_postgres(runs) is False
+    restarted = pg.ensure_postgres(runs)
+    assert not restarted.reused and restarted.pid != first.pid
+    engine = sa.create_engine(restarted.url("optuna"))
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT v FROM kept")).scalar() == 42
+    engine.dispose()
+    if os.geteuid() == 0:  # PostgreSQL refuses root: it runs as the service user
+        assert first.data_dir.stat().st_uid != 0
+
+
+@pytest.fixture
+def pg_server(runs: Path) -> ServerInfo:
+    """An MLflow server with 2 workers on the runs folder's PostgreSQL, with one logged run."""
+    info = ensure_server(runs, backend="postgres", workers=2, timeout_s=180)
+    client = client_for(info.url)
+    run_id = start_parent_run(client, experiment_for(client, "pg-study"))
+    log = RunLogger(info.url, run_id)
+    for epoch in range(1, 4):
+        log.metrics(epoch, {"val_auc": epoch / 10})
+    assert log.finish() is True
+    return info
+
+
+@needs_pg
+def test_mlflow_server_and_optuna_share_the_folders_postgres(runs: Path,
+                                                             pg_server: ServerInfo) -> None:
+    """The server logs into the folder's PostgreSQL with 2 workers; Optuna's storage for a
+    study of the folder is the same PostgreSQL."""
+    assert pg_server.store == "postgres" and pg_server.workers == 2
+    assert pg_server.backend_uri == pg.postgres_status(runs).url("mlflow")  # type: ignore[union-attr]
+    client = client_for(pg_server.url)
+    (run,) = client.search_runs([experiment_for(client, "pg-study")])
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_auc")) == [
+        1, 2, 3]
+    url = pg.optuna_storage_url(runs / "pg-study")
+    assert url == pg.postgres_status(runs).url("optuna")  # type: ignore[union-attr]
+    study = optuna.create_study(storage=url, study_name="pg-study/FT/split0")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    reopened = optuna.load_study(storage=url, study_name="pg-study/FT/split0")
+    assert len(reopened.trials) == 3
+
+
+@needs_pg
+@pytest.mark.slow
+def test_stopped_server_and_postgres_come_back_with_the_runs(runs: Path,
+                                                             pg_server: ServerInfo) -> None:
+    """After both are stopped, a plain ``ensure_server`` (no options) comes back on the
+    folder's PostgreSQL with its 2 workers, and the run is there (about 70 s)."""
+    stop_server(runs)
+    pg.stop_postgres(runs)
+    again = ensure_server(runs, timeout_s=180)
+    assert again.store == "postgres" and again.workers == 2 and not again.reused
+    client = client_for(again.url)
+    (run,) = client.search_runs([experiment_for(client, "pg-study")])
+    assert len(client.get_metric_history(run.info.run_id, "val_auc")) == 3
+
+
+@needs_pg
+def test_a_study_begun_on_sqlite_keeps_its_optuna_database(runs: Path) -> None:
+    study_dir = runs / "old-study"
+    study_dir.mkdir()
+    (study_dir / "optuna.db").touch()
+    pg.ensure_postgres(runs)
+    assert pg.optuna_storage_url(study_dir) == f"sqlite:///{study_dir / 'optuna.db'}"
+
+
+def test_without_postgres_optuna_stays_on_sqlite(tmp_path: Path) -> None:
+    assert pg.optuna_storage_url(tmp_path / "s") == f"sqlite:///{tmp_path / 's' / 'optuna.db'}"
+
+
+def test_missing_binaries_are_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TLSTUDY_PG_BIN", str(tmp_path))
+    with pytest.raises(pg.PostgresError, match="holds no initdb"):
+        pg.ensure_postgres(tmp_path)
+
+
+@needs_pg
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands PostgreSQL to another user")
+def test_as_root_an_unreachable_runs_folder_is_named(tmp_path: Path) -> None:
+    """pytest's tmp_path lies under a 0700 folder the 'postgres' user cannot enter."""
+    with pytest.raises(pg.PostgresError, match="not searchable by others") as e:
+        pg.ensure_postgres(tmp_path)
+    assert "chmod o+x" in str(e.value)
+
+
+def test_workers_and_capacity_warning() -> None:
+    assert [workers_for(n, cpus=16) for n in (1, 16, 17, 32, 64, 1000)] == [1, 1, 2, 2, 4, 8]
+    assert [workers_for(n, cpus=2) for n in (1, 16, 64)] == [1, 1, 2]  # at most one per core
+
+    def server(store: str, workers: int) -> ServerInfo:
+        uri = "sqlite:////x/mlflow.db" if store == "sqlite" else "postgresql+psycopg2://u@/m"
+        return ServerInfo(url="http://127.0.0.1:1", pid=1, port=1, host="127.0.0.1",
+                          backend_uri=uri, artifacts_dir=Path("/x"), log_path=Path("/x"),
+                          started_at=0.0, workers=workers, store=store)
+
+    assert capacity_warning(server("sqlite", 1), 16) is None
+    warning = capacity_warning(server("sqlite", 1), 32)
+    assert warning is not None and "--workers " in warning and "postgres" in warning
+    assert capacity_warning(server("postgres", 2), 64) is None
+    assert capacity_warning(server("postgres", 4), 64) is None
+    assert capacity_warning(server("postgres", 4), 65) is not None
+    team = dataclasses.replace(server("postgres", 4), store="uri")  # MLflow's default pool
+    assert capacity_warning(team, 32) is None
+    assert "--backend-store-uri postgres" in (capacity_warning(team, 64) or "")
+    assert server_status(Path("/nonexistent-runs")).state == "stopped"
