@@ -66,9 +66,10 @@ SHIPPED: tuple[str, ...] = ("paper", "quick", "smoke")
 _HERE = Path(__file__).resolve().parent
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TOP = ("name", "description", "dataset", "roi", "splits", "backbone", "input_size",
-        "pretrained", "weights", "variants", "search", "evaluation", "train", "resources")
+        "pretrained", "allow_unpretrained", "weights", "variants", "search", "evaluation",
+        "train", "resources")
 #: Keys left out of the fingerprint: labels, and where and how fast trials run; not results.
-_NOT_FINGERPRINTED = ("name", "description", "resources")
+_NOT_FINGERPRINTED = ("name", "description", "resources", "allow_unpretrained")
 
 
 REDACTED = "<redacted>"  # what MLflow gets instead of a dataset path
@@ -84,6 +85,8 @@ class StudySpec:
         backbone: registry name (``inception_v3``, ``efficientnet_lite0``).
         input_size: model input side in px; ``None`` = the ROI side.
         pretrained / weights: ImageNet initialisation and an explicit weights file.
+        allow_unpretrained: ``pretrained: false`` with variants other than RI is refused
+            (a transfer-learning regime without the transfer) unless this is true.
         variants: canonical variant names, in file order.
         search / evaluation / train / resources: see their classes.
         source: the file it was read from (not part of equality or the fingerprint).
@@ -100,6 +103,7 @@ class StudySpec:
     input_size: int | None = None
     pretrained: bool = True
     weights: Path | None = None
+    allow_unpretrained: bool = False
     train: TrainSpec = TrainSpec()
     resources: ResourceSpec = ResourceSpec()
     description: str = ""
@@ -194,7 +198,7 @@ class StudySpec:
             "dataset": self.dataset.to_dict(),
             "roi": dataclasses.asdict(self.roi), "splits": dataclasses.asdict(self.splits),
             "backbone": self.backbone, "input_size": self.input_size,
-            "pretrained": self.pretrained,
+            "pretrained": self.pretrained, "allow_unpretrained": self.allow_unpretrained,
             "weights": None if self.weights is None else str(self.weights),
             "variants": list(self.variants), "search": self.search.to_dict(),
             "evaluation": dataclasses.asdict(self.evaluation), "train": self.train.to_dict(),
@@ -308,6 +312,14 @@ def spec_from_dict(data: Any, *, source: str = "<dict>", base_dir: Path | None =
             raise SpecError(source, f"search.params.{p.name}", f"{p.name} is also set in "
                             f"train.{p.name}; keep one of them", declared.get(p.name))
     weights = top.string("weights", None, nullable=True)
+    pretrained = top.boolean("pretrained", True)
+    allow_unpretrained = top.boolean("allow_unpretrained", False)
+    transfer = [v for v in variants if v != "RI"]
+    if not pretrained and transfer and not allow_unpretrained:
+        raise top.error("pretrained", f"false for {', '.join(transfer)}: these regimes transfer "
+                        "ImageNet weights; without them they are random-init training under "
+                        "another name. Keep 'pretrained: true' (stage the weights), or add "
+                        "'allow_unpretrained: true' to run them anyway (the report says so)")
     return StudySpec(
         name=name,
         description=description,
@@ -316,7 +328,8 @@ def spec_from_dict(data: Any, *, source: str = "<dict>", base_dir: Path | None =
         splits=splits,
         backbone=_parse_backbone(top, known_backbones),
         input_size=top.integer("input_size", None, min=16, nullable=True),
-        pretrained=top.boolean("pretrained", True),
+        pretrained=pretrained,
+        allow_unpretrained=allow_unpretrained,
         weights=None if weights is None else resolve_path(weights, base_dir),
         variants=variants,
         search=search,

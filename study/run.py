@@ -112,14 +112,15 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
                                    splits=data.splits, tracking_uri=tracking_uri,
                                    experiment_id=exp_id, parent_run_id=parent, tags=tags)
     status = "FAILED"
+    report = False  # also built when the study FAILED for want of a variant's evaluations
     try:
         searcher = _phases.run_search(spec, context("search"), study_dir, resume=resume,
                                       storage=storage, study_prefix=prefix,
                                       warm_start=restudy.warm_start if restudy else None,
                                       seed_salt=salt, trials=trials)
         configs = _phases.best_configs(spec, searcher)
-        rows = _phases.run_evaluation(spec, context("evaluate"), study_dir, configs,
-                                      resume=resume, storage=storage)
+        rows = (_phases.run_evaluation(spec, context("evaluate"), study_dir, configs,
+                                       resume=resume, storage=storage) if configs else [])
         table = table1(rows)
         text = format_table1(table)
         if spec.search.mode == "shared":
@@ -127,15 +128,17 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
                      "split) — these estimates are optimistic.")
         echo(text)
         logger.artifact_json("table1.json", table.to_dict(orient="records"))
+        tracking.log_table1(logger, table)
         missing = sorted({(v, k) for v in spec.variants for k in range(spec.splits.n_splits)}
                          - {(r["variant"], r["split"]) for r in rows})
         if missing:
             echo("missing evaluations: " + ", ".join(f"{v} split {k}" for v, k in missing))
             logger.tags({"missing_evaluations": ";".join(f"{v}/{k}" for v, k in missing)})
         logger.flush()
-        build_report(tracking_uri, spec.name, parent, study_dir, echo)
+        never = never_evaluated(spec, rows)
+        if never:
+            raise StudyIncomplete(never)
         status = "FINISHED"
-        return StudyOutcome(parent, exp_id, table, rows)
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -143,11 +146,32 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
         from study._restudy import failure_reason
 
         logger.tags({"failure_reason": failure_reason(f"{type(e).__name__}: {e}")})
+        report = isinstance(e, StudyIncomplete)  # what did run is still worth a report
         raise
     finally:
         tracking.close_dangling_runs(client, exp_id, parent,
                                      status="KILLED" if status != "FAILED" else "FAILED")
         logger.finish(status)  # type: ignore[arg-type]
+        if status == "FINISHED" or report:
+            # after the parent has ended: the report shows its final status
+            build_report(tracking_uri, spec.name, parent, study_dir, echo)
+    return StudyOutcome(parent, exp_id, table, rows)
+
+
+class StudyIncomplete(RuntimeError):
+    """A declared variant has no evaluation run at all: Table 1 lacks a row the space asked
+    for, so the execution ends FAILED (the report of what did run is still written)."""
+
+    def __init__(self, variants: list[str]) -> None:
+        self.variants = variants
+        super().__init__(f"variant(s) {', '.join(variants)} never evaluated (every trial "
+                         "failed; see the FAILED child runs' failure_reason)")
+
+
+def never_evaluated(spec: StudySpec, rows: list[dict]) -> list[str]:
+    """The declared variants without a single finished evaluation run, in the space's order."""
+    done = {r["variant"] for r in rows}
+    return [v for v in spec.variants if v not in done]
 
 
 def build_report(tracking_uri: str, study: str, parent: str, study_dir: Path,
@@ -188,6 +212,9 @@ def run_tags(spec: StudySpec, data: StudyData) -> dict[str, str]:
         "mlflow": mlflow.__version__,
         "device": "cuda" if spec.resources.gpus > 0 else f"cpu ({platform.processor() or 'cpu'})",
     }
+    from study._preflight import weights_tags
+
+    tags.update(weights_tags(spec))  # SHA-256 of the ImageNet weights file the variants load
     return tags
 
 
