@@ -102,7 +102,9 @@ def run_search(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path, *,
     total = sum(max(0, g.budget - searcher.started(g.key)) for g in groups)
     path = storage or str((study_dir / "ray").resolve())  # a folder or a URI (s3://...)
     name = "search"
-    progress = Progress("search", total)
+    progress = Progress("search", total, max_epochs=asha.max_epochs,
+                        later_epochs=len(spec.variants) * spec.splits.n_splits
+                        * spec.evaluation.max_epochs)
     if resume and tune.Tuner.can_restore(f"{path}/{name}"):
         tuner = tune.Tuner.restore(f"{path}/{name}", trainable=_trainable(ctx),
                                    resume_errored=True)
@@ -179,7 +181,7 @@ def run_evaluation(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path,
     items = [{"variant": v, "split": k, **values} for (v, k), values in configs.items()]
     path = storage or str((study_dir / "ray").resolve())  # a folder or a URI (s3://...)
     name = "evaluate"
-    progress = Progress("evaluate", len(items))
+    progress = Progress("evaluate", len(items), max_epochs=spec.evaluation.max_epochs)
     trainable = _trainable(ctx)
     if resume and tune.Tuner.can_restore(f"{path}/{name}"):
         tuner = tune.Tuner.restore(f"{path}/{name}", trainable=trainable, resume_errored=True)

@@ -134,11 +134,20 @@ def quiet_third_parties(verbose: bool) -> None:
     if verbose:
         return
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    os.environ.setdefault("TLSTUDY_QUIET", "1")
-    for name in ("ray", "optuna", "mlflow", "alembic", "urllib3"):
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # Ray and Optuna reset their root loggers' levels when imported: quiet their children,
+    # whose levels they leave alone (e.g. Ray's "Set RAY_AUTH_MODE=disabled to opt out" and
+    # Optuna's "A new study created in RDB" per search).
+    for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+#: Loggers silenced below ERROR unless ``-v``.
+QUIET_LOGGERS = ("ray._private", "ray.tune", "ray.train", "ray.air", "ray.util", "ray.data",
+                 "optuna.storages", "optuna.study", "optuna.samplers", "optuna.integration",
+                 "optuna_integration", "mlflow", "alembic", "urllib3")
 
 
 def _load_space(args: argparse.Namespace, space: str):  # type: ignore[no-untyped-def]

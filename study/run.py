@@ -105,7 +105,8 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
     else:
         client.update_run(parent, status="RUNNING")
         logger = tracking.RunLogger(client, parent)
-    echo(f"MLflow: {tracking_uri}/#/experiments/{exp_id}/runs/{parent}")
+    echo(f"MLflow: {tracking.ui_url(tracking_uri, exp_id, parent)}  (the study's runs: "
+         f"{tracking.ui_url(tracking_uri, exp_id)})")
 
     def context(phase: str) -> _trial.TrialContext:
         return _trial.TrialContext(spec=spec, phase=phase, rois=data.rois,  # type: ignore[arg-type]

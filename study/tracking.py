@@ -27,15 +27,15 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "PARENT_TAG", "RetryPolicy", "RunLogger", "TerminalStatus", "child_runs", "client_for",
-    "close_dangling_runs", "describe_parent", "experiment_for", "find_child_run",
+    "close_dangling_runs", "describe_parent", "ui_url", "experiment_for", "find_child_run",
     "log_table1", "replay_spilled", "start_child_run", "start_parent_run", "table1_metrics",
 ]
 
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 NOTE_TAG = "mlflow.note.content"  # the run's "Description" (Markdown) in the MLflow UI
-#: MLflow 3.x opens an experiment on its GenAI "Overview" unless this tag says the experiment
-#: is classic model training; with it, the UI opens on the runs table (checked in Chromium).
+#: Says the experiment is classic model training (MLflow 3.x's own kinds); what the UI opens
+#: on is decided by ``UI_QUERY`` in the address (see ``ui_url``).
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 TRIAL_KEYS = ("phase", "variant", "split", "trial")
 
@@ -177,6 +177,19 @@ def close_dangling_runs(client: MlflowClient, exp_id: str, parent_run_id: str,
         logger.warning("ended %d RUNNING child run(s) of %s as %s", len(ended), parent_run_id,
                        status)
     return ended
+
+
+#: The MLflow 3.17 UI opens an experiment or run on its GenAI views unless the URL (or the
+#: user's last choice, kept in the browser) asks for the model-training ones; the
+#: ``mlflow.experimentKind`` tag alone does not (checked in headless Chromium).
+UI_QUERY = "?workflowType=machine_learning"
+
+
+def ui_url(tracking_uri: str, exp_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI address of an experiment (its runs table) or a run, opening on the
+    model-training view."""
+    base = f"{tracking_uri.rstrip('/')}/#/experiments/{exp_id}"
+    return f"{base}/runs/{run_id}{UI_QUERY}" if run_id else f"{base}{UI_QUERY}"
 
 
 def table1_metrics(table) -> dict[str, float]:  # type: ignore[no-untyped-def]
