@@ -9,8 +9,10 @@ Examples::
     python -m dashboards.report --smoke-test --out /tmp/report  # synthetic runs, no server
 
 Without ``--tracking-uri``: ``$MLFLOW_TRACKING_URI``, else the managed server of ``runs/``
-(``python -m study.server status``). Exit status 0 (report written, even if the study is
-partial: the report says what is missing), 2 (bad arguments, no such study, no server).
+(``python -m study.server status --runs-dir runs``).
+
+Exit status: 0 report written (also for a partial study: the report says what is missing),
+2 bad arguments, no such study, ``--run`` not an execution of the study, no server.
 """
 
 from __future__ import annotations
@@ -155,7 +157,8 @@ def _parse(argv: list[str] | None) -> ReportConfig:
     p = argparse.ArgumentParser(
         prog="python -m dashboards.report", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n" + __doc__.split("Examples::")[1].split("Without")[0])
+        epilog="examples:\n" + __doc__.split("Examples::")[1].split("Without")[0]
+               + "exit status:" + __doc__.split("Exit status:")[1])
     p.add_argument("--study", help="study name (MLflow experiment); required unless "
                                    "--smoke-test")
     p.add_argument("--tracking-uri", default=None,

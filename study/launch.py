@@ -298,6 +298,7 @@ def _run_here(args: argparse.Namespace, spec, runs: Path) -> int:  # type: ignor
               file=sys.stderr)
         return 1
     print(f"MLflow UI: {uri}")
+    print(f"rebuild the report: python -m dashboards.report --study {spec.name}{hints}")
     return 0
 
 

@@ -155,7 +155,8 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
         logger.finish(status)  # type: ignore[arg-type]
         if status == "FINISHED" or report:
             # after the parent has ended: the report shows its final status
-            build_report(tracking_uri, spec.name, parent, study_dir, echo)
+            build_report(tracking_uri, spec.name, parent, study_dir, echo, table=table,
+                         exp_id=exp_id)
     return StudyOutcome(parent, exp_id, table, rows)
 
 
@@ -176,10 +177,13 @@ def never_evaluated(spec: StudySpec, rows: list[dict]) -> list[str]:
 
 
 def build_report(tracking_uri: str, study: str, parent: str, study_dir: Path,
-                 echo: Any = print) -> Path | None:
+                 echo: Any = print, *, table: Any = None,
+                 exp_id: str | None = None) -> Path | None:
     """The dashboards report (tables, ROC curves, statistics, HTML) rebuilt from MLflow into
-    ``study_dir/report`` and logged to the parent run. A report that cannot be built is a
-    warning, never a failed study: it can be rebuilt later from MLflow alone."""
+    ``study_dir/report`` and logged to the parent run; given Table 1 (``table``), the parent's
+    description then also links the report and carries the verdict and warnings. A report
+    that cannot be built is a warning, never a failed study: it can be rebuilt later from
+    MLflow alone."""
     try:
         from dashboards.report import ReportConfig, make_report
 
@@ -193,7 +197,26 @@ def build_report(tracking_uri: str, study: str, parent: str, study_dir: Path,
         return None
     echo(f"report: {result.written.html}"
          + (" (also in the parent run's artifacts, report/)" if result.logged else ""))
+    if table is not None and exp_id is not None:
+        _describe(tracking_uri, exp_id, parent, table, result)
     return result.written.html
+
+
+def _describe(tracking_uri: str, exp_id: str, parent: str, table: Any, result: Any) -> None:
+    """The parent's description, once the report exists: Table 1, verdict, warnings, link."""
+    from dashboards.about import study_warnings
+
+    try:
+        client = tracking.client_for(tracking_uri)
+        link = (f"[report/report.html]({tracking.ui_url(tracking_uri, exp_id, parent)}"
+                .replace(tracking.UI_QUERY, "/artifactPath/report/report.html")
+                + f") in this run's Artifacts (local copy: {result.written.html})")
+        note = tracking.describe_parent(
+            table, report=link, verdict=client.get_run(parent).data.tags.get("verdict"),
+            warnings=study_warnings(result.computed.runs))
+        client.set_tag(parent, tracking.NOTE_TAG, note)
+    except Exception as e:  # noqa: BLE001 - the Table 1 description stands
+        log.warning("parent run description not updated: %s", e)
 
 
 def run_tags(spec: StudySpec, data: StudyData) -> dict[str, str]:
