@@ -93,7 +93,9 @@ def run_search(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path, *,
         groups, storage_url=f"sqlite:///{(study_dir / 'optuna.db').resolve()}",
         study_prefix=study_prefix or spec.name, seed=spec.search.seed,
         max_epochs=spec.search.asha.max_epochs, warm_start=warm_start,
-        study_attrs={"mlflow_parent_run_id": ctx.parent_run_id}, seed_salt=seed_salt)
+        study_attrs={"mlflow_parent_run_id": ctx.parent_run_id,  # optuna-dashboard's links
+                     "mlflow_tracking_uri": ctx.tracking_uri,
+                     "mlflow_experiment_id": ctx.experiment_id}, seed_salt=seed_salt)
     if not groups:
         return searcher
     asha = spec.search.asha
