@@ -134,3 +134,15 @@ def test_a_bad_data_path_is_named_before_any_server_or_ray_starts(tmp_path):
     assert not (runs / "smoke" / "ray").exists()
     assert session_members(proc.pid) == []  # nothing left running from the launcher
     assert "MLflow" not in out and took < 30, (out, took)
+
+
+def test_readme_listing_of_quick_yaml_is_the_shipped_file():
+    import yaml
+
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("```yaml\nname: quick") + len("```yaml\n")
+    listing = readme[start:readme.index("```", start)]
+    shipped = yaml.safe_load(shipped_path("quick").read_text())
+    assert yaml.safe_load(listing) == shipped, (
+        "README's quick.yaml listing differs from search_spaces/quick.yaml: paste the file "
+        "there without its comments")
