@@ -31,7 +31,7 @@ STUDY = "landing"
 #: a run it had to end, are not chatter).
 CHATTER = re.compile(r"A new study created|View run|View experiment|RAY_AUTH_MODE|"
                      r"Token authentication|(INFO|WARNING|ERROR)\W+(ray|optuna|mlflow|alembic|"
-                     r"urllib3|tune|train)|FutureWarning|UserWarning|DeprecationWarning|"
+                     r"urllib3|tune|train)|\s(INFO|WARNING) \S+\.py:\d+ --|FutureWarning|UserWarning|DeprecationWarning|"
                      r"Traceback|== Status ==|Trial .* (started|completed)", re.IGNORECASE)
 
 
