@@ -90,7 +90,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     space = "smoke" if args.smoke_test else (args.space or "quick")
-    print(f"study.launch: checking {space} (space file, weights, data) ...", flush=True)
+    shown = space if args.smoke_test or args.space or not args.study else args.study
+    print(f"study.launch: checking {shown} (space file, weights, data) ...", flush=True)
     quiet_third_parties(args.verbose)
     spec = _load_space(args, space)
     if spec is None:
