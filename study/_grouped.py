@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import warnings
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -100,7 +101,9 @@ class GroupedOptunaSearcher(Searcher):
                 study_name=self.study_name(key), storage=self._storage_url, sampler=sampler,
                 direction="minimize", load_if_exists=True)
             if not study.get_trials(deepcopy=False):  # new: seed it once (not on a resume)
-                study.set_metric_names([METRIC])  # optuna-dashboard's axis: val_loss
+                with warnings.catch_warnings():  # "experimental" since Optuna 3.2
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    study.set_metric_names([METRIC])  # optuna-dashboard's objective name
                 for name, value in self._attrs.items():
                     study.set_user_attr(name, value)
                 for config in self._warm.get(key, []):

@@ -31,7 +31,8 @@ STUDY = "landing"
 #: a run it had to end, are not chatter).
 CHATTER = re.compile(r"A new study created|View run|View experiment|RAY_AUTH_MODE|"
                      r"Token authentication|(INFO|WARNING|ERROR)\W+(ray|optuna|mlflow|alembic|"
-                     r"urllib3|tune|train)|\s(INFO|WARNING) \S+\.py:\d+ --|FutureWarning|UserWarning|DeprecationWarning|"
+                     r"urllib3|tune|train)|\s(INFO|WARNING) \S+\.py:\d+ --|"
+                     r"(Future|User|Deprecation|Experimental)Warning|"
                      r"Traceback|== Status ==|Trial .* (started|completed)", re.IGNORECASE)
 
 
@@ -80,7 +81,7 @@ def test_mlflow_opens_on_the_runs_table_and_the_parent_shows_table1(launched, ch
                                                                     tmp_path):
     _, _, uri, result = launched
     line = _line(result, "MLflow: ")
-    parent_url, runs_url = re.findall(r"(http\S+)", line)
+    parent_url, runs_url = re.findall(r"(http[^\s)]+)", line)
     assert "workflowType=machine_learning" in parent_url
     dom = _chromium(chromium, tmp_path, "--virtual-time-budget=25000", "--dump-dom",
                     runs_url)
