@@ -243,6 +243,10 @@ def _run_here(args: argparse.Namespace, spec, runs: Path) -> int:  # type: ignor
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if not out_of_space(exc):
+            raise
+        return _no_space(exc, runs)
     hints = hint_options(args, runs)
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     on_cluster: dict = {}
@@ -294,10 +298,7 @@ def _run_here(args: argparse.Namespace, spec, runs: Path) -> int:  # type: ignor
     except Exception as exc:
         if not out_of_space(exc):
             raise
-        print(f"error: no space left on the device holding {runs} ({exc}). Free some space "
-              "and run the same command again: the study continues where it stopped.",
-              file=sys.stderr)
-        return 1
+        return _no_space(exc, runs)
     print(f"MLflow UI: {uri}")
     print(f"rebuild the report: python -m dashboards.report --study {spec.name}{hints}")
     return 0
@@ -307,6 +308,13 @@ def _space_option(spec) -> str:  # type: ignore[no-untyped-def]
     """``--space`` for a hint: a shipped name as is, a file as an absolute path."""
     path = Path(spec.source)
     return str(path.resolve()) if path.is_file() else path.stem
+
+
+def _no_space(exc: BaseException, runs: Path) -> int:
+    print(f"error: no space left on the device holding {runs} ({exc}). Free some space "
+          "and run the same command again: the study continues where it stopped.",
+          file=sys.stderr)
+    return 1
 
 
 def out_of_space(exc: BaseException) -> bool:
