@@ -69,6 +69,7 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
     if not ray.is_initialized() and address is not None:
         ray.init(address=address, configure_logging=False, log_to_driver=False)
     elif not ray.is_initialized():
+        echo(f"Ray: starting a local Ray on {os.cpu_count()} CPUs ...")
         # "local": a new Ray on this machine's cores, even if a `ray start` cluster runs here
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
                  configure_logging=False, log_to_driver=False)
