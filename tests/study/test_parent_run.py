@@ -93,3 +93,20 @@ def test_table1_frame_is_what_the_metrics_read():
     assert list(table1(ROWS).columns) == ["variant", "accuracy_%", "std_%", "time_min", "auc",
                                           "splits"]
     assert isinstance(table1(ROWS), pd.DataFrame)
+
+
+@pytest.mark.parametrize("variant", ["RI", "FE", "FTED"])
+def test_trial_params_are_what_the_regime_uses_with_effective_values(variant):
+    from study._trial import _flat_params
+    from trainables.config import TrainConfig
+
+    spec = load_spec("smoke")
+    raw = spec.trial_config("FTED", {"base_lr": 0.01, "lam": 3.0}) if variant == "FTED" else (
+        {**spec.trial_config("FE", {"base_lr": 0.01}), "regime": {"variant": variant}})
+    params = _flat_params(TrainConfig.from_dict(raw), {"optuna_trial": 2})
+    assert ("regime.lam" in params) == (variant == "FTED")
+    assert ("regime.momentum" in params) == (variant != "RI")  # RI trains with Adam
+    assert params["regime.base_lr"] is not None  # the rate in effect, default resolved
+    assert params["device"] == "cpu"
+    assert params["bf16"] is False and params["channels_last"] is False  # CUDA only
+    assert params["pretrained"] is (variant != "RI") and params["optuna_trial"] == 2
