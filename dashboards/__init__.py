@@ -12,7 +12,20 @@
 * ``build`` — compute → draw → write; ``report`` — the CLI, which also logs to MLflow
 """
 
-from dashboards._load import StudyNotFound, StudyRuns, load_study
-from dashboards.tables import table1, table1_from_frame, table2
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __all__ = ["StudyNotFound", "StudyRuns", "load_study", "table1", "table1_from_frame", "table2"]
+_HOME = {"StudyNotFound": "_load", "StudyRuns": "_load", "load_study": "_load",
+         "table1": "tables", "table1_from_frame": "tables", "table2": "tables"}
+
+
+def __getattr__(name: str) -> Any:
+    """The public names, imported on first use (MLflow and pandas take seconds to import;
+    ``python -m dashboards.report --help`` should not wait for them)."""
+    if name not in _HOME:
+        raise AttributeError(f"module 'dashboards' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"dashboards.{_HOME[name]}"), name)

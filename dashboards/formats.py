@@ -34,6 +34,20 @@ def _g(x: object) -> str:
     return f"{float(x):.3g}"  # type: ignore[arg-type]
 
 
+def duration(hours: object) -> str:
+    """A compute time with its unit: seconds under a minute, minutes under an hour, else
+    hours (``26 s``, ``4.4 min``, ``12.5 h``); CPU-/GPU-hours alike (``core-`` prefixed by
+    the caller's header)."""
+    if hours is None or (isinstance(hours, float) and math.isnan(hours)):
+        return "–"
+    h = float(hours)  # type: ignore[arg-type]
+    if h * 60 < 1:
+        return f"{h * 3600:.0f} s"
+    if h < 1:
+        return f"{h * 60:.1f} min"
+    return f"{h:.1f} h"
+
+
 def _p(x: object) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
@@ -131,9 +145,10 @@ LAYOUTS: dict[str, list[Column]] = {
                    ("Importance", "importance", _f(3)), ("Trials", "trials", _int)],
     "compute": [("Variant", "variant", None), ("Phase", "phase", None),
                 ("Trials", "trials", _int), ("Pruned", "pruned", _int),
-                ("Epochs", "epochs", _int), ("Hours", "hours", _g),
-                ("CPU-h", "cpu_hours", _g), ("GPU-h", "gpu_hours", _g),
-                ("ASHA saved (h)", "asha_saved_hours", _g),
+                ("Epochs", "epochs", _int), ("Time", "hours", duration),
+                ("CPU time (× cores)", "cpu_hours", duration),
+                ("GPU time (× GPUs)", "gpu_hours", duration),
+                ("ASHA saved", "asha_saved_hours", duration),
                 ("ASHA saved (%)", "asha_saved_pct", _f(1))],
 }
 

@@ -32,6 +32,7 @@ color:#444;font-weight:600;text-align:left;background:#fafafa}
 border:1px solid #e0a0a0;padding:.6em 1em}.notes{background:#f7f7ff;border:1px solid #c8c8e8;
 padding:.6em 1em}figure{margin:1em 0}figure img{max-width:min(100%,640px);border:1px solid #eee}
 pre{background:#f6f6f6;padding:.8em;overflow:auto;font-size:.8em}.meta td{text-align:left}
+.banner{background:#fff0d0;border:1px solid #d8a040;padding:.5em 1em;font-weight:600;margin:.4em 0}
 """
 
 
@@ -72,6 +73,16 @@ def _external(c: Computed) -> str:
     from dashboards.external import html_section
 
     return html_section(c, _table)
+def _about(c: Computed) -> str:
+    """The first screen: what the study is, its status, and the warnings."""
+    from dashboards.about import about_rows, study_warnings
+
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+                   for k, v in about_rows(c.runs))
+    warn = study_warnings(c.runs)
+    banner = ("".join(f'<p class="banner">{html.escape(w)}</p>' for w in warn) if warn
+              else "")
+    return f'{banner}<table class="meta" id="about">{rows}</table>'
 
 
 def render(c: Computed, figures: dict[str, Path]) -> str:
@@ -91,6 +102,7 @@ def render(c: Computed, figures: dict[str, Path]) -> str:
         f"<title>tlstudy report: {html.escape(r.study)}</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>Study <code>{html.escape(r.study)}</code></h1>",
+        _about(c),
         f"<p>{len(r.variants)} variants × {r.n_splits} splits; {n_eval} finished evaluation "
         f"runs, {len(r.searches)} search runs. Every number below is recomputed from the "
         "MLflow tracking server; the paper's values are marked as reported.</p>",

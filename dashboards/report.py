@@ -9,8 +9,10 @@ Examples::
     python -m dashboards.report --smoke-test --out /tmp/report  # synthetic runs, no server
 
 Without ``--tracking-uri``: ``$MLFLOW_TRACKING_URI``, else the managed server of ``runs/``
-(``python -m study.server status``). Exit status 0 (report written, even if the study is
-partial: the report says what is missing), 2 (bad arguments, no such study, no server).
+(``python -m study.server status --runs-dir runs``).
+
+Exit status: 0 report written (also for a partial study: the report says what is missing),
+2 bad arguments, no such study, ``--run`` not an execution of the study, no server.
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mlflow.tracking import MlflowClient
+if TYPE_CHECKING:  # imported on use: ``--help`` answers in well under 2 s
+    from mlflow.tracking import MlflowClient
 
-from dashboards import build, external
-from dashboards._load import StudyNotFound, StudyRuns, load_study
+    from dashboards import build
+    from dashboards._load import StudyRuns
 
 log = logging.getLogger(__name__)
 ARTIFACT_PATH = "report"
@@ -84,6 +88,11 @@ def make_report(config: ReportConfig) -> ReportResult:
         ServerUnreachable: an http(s) tracking URI whose ``/health`` does not answer.
         StudyNotFound: no such study, or no execution of it.
     """
+    from mlflow.tracking import MlflowClient
+
+    from dashboards import build, external
+    from dashboards._load import load_study
+
     if config.smoke_test:
         from dashboards._demo import demo_runs
 
@@ -114,6 +123,8 @@ def make_report(config: ReportConfig) -> ReportResult:
 
 def _previous(client: MlflowClient, runs: StudyRuns) -> StudyRuns | None:
     """The execution a re-study re-ran (its ``previous_run_id`` tag), or None."""
+    from dashboards._load import load_study
+
     previous = runs.tags.get("previous_run_id")
     if not previous:
         return None
@@ -147,7 +158,8 @@ def _parse(argv: list[str] | None) -> ReportConfig:
     p = argparse.ArgumentParser(
         prog="python -m dashboards.report", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n" + __doc__.split("Examples::")[1].split("Without")[0])
+        epilog="examples:\n" + __doc__.split("Examples::")[1].split("Without")[0]
+               + "exit status:" + __doc__.split("Exit status:")[1])
     p.add_argument("--study", help="study name (MLflow experiment); required unless "
                                    "--smoke-test")
     p.add_argument("--tracking-uri", default=None,
@@ -177,7 +189,7 @@ def _parse(argv: list[str] | None) -> ReportConfig:
     uri = a.tracking_uri or default_tracking_uri(a.runs_dir)
     if uri is None:
         p.error("no tracking server: pass --tracking-uri, set MLFLOW_TRACKING_URI, or start "
-                f"one with: python -m study.server start --study-dir {a.runs_dir}")
+                f"one with: python -m study.server start --runs-dir {a.runs_dir}")
     try:
         return ReportConfig(study=a.study, tracking_uri=uri,
                             out_dir=a.out or a.runs_dir / a.study / "report", run_id=a.run,
@@ -187,12 +199,49 @@ def _parse(argv: list[str] | None) -> ReportConfig:
         raise  # unreachable: p.error exits
 
 
+class BadRun(LookupError):
+    """``--run`` names no run, or a run that is not an execution (parent run) of the study."""
+
+
+def check_run(client: MlflowClient, study: str, run_id: str) -> None:
+    """Raise ``BadRun`` (one line) unless ``run_id`` is a parent run of ``study``."""
+    from mlflow.exceptions import MlflowException
+
+    from study.tracking import PARENT_TAG
+
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise BadRun(f"--run {run_id}: no such run at {client.tracking_uri}; list the study's "
+                     f"executions in the MLflow UI or leave --run out (the newest)") from None
+    exp = client.get_experiment(run.info.experiment_id)
+    if exp.name != study:
+        raise BadRun(f"--run {run_id} is a run of study {exp.name!r}, not {study!r}")
+    parent = run.data.tags.get(PARENT_TAG)
+    if parent:
+        raise BadRun(f"--run {run_id} is a trial run ({run.data.tags.get('phase', '?')} "
+                     f"{run.data.tags.get('variant', '')}), not an execution of the study; its "
+                     f"execution is --run {parent}")
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     config = _parse(argv)
+    from dashboards._load import StudyNotFound
+
     try:
+        if config.run_id and not config.smoke_test:
+            if config.tracking_uri.startswith("http") and not _healthy(config.tracking_uri):
+                raise ServerUnreachable(f"no MLflow server answers at {config.tracking_uri} "
+                                        "(GET /health); start one with: python -m study.server "
+                                        "start")
+            from mlflow.tracking import MlflowClient
+
+            check_run(MlflowClient(tracking_uri=config.tracking_uri), config.study,
+                      config.run_id)
         result = make_report(config)
-    except (StudyNotFound, ServerUnreachable) as e:
+    except (StudyNotFound, ServerUnreachable, BadRun) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     runs = result.computed.runs

@@ -21,6 +21,9 @@ from dashboards._load import StudyRuns, variant_order
 log = logging.getLogger(__name__)
 
 OBJECTIVE = "best_val_loss"
+#: Fewest completed search trials of a variant for an importance estimate: fANOVA fits a
+#: random forest over the trials; with a handful it ranks noise.
+MIN_IMPORTANCE_TRIALS = 10
 COST_COLUMNS = ("variant", "phase", "trials", "pruned", "epochs", "hours", "cpu_hours",
                 "gpu_hours", "asha_saved_hours", "asha_saved_pct")
 
@@ -83,6 +86,10 @@ def importance(runs: StudyRuns, *, seed: int = 0) -> tuple[pd.DataFrame, list[st
     """Optuna's fANOVA importance of each searched hyperparameter, per variant, from that
     variant's non-pruned search runs (all splits pooled: one space per variant).
 
+    Only where it means something: at least two searched hyperparameters (with one, fANOVA
+    gives it 1.000 by construction) and ``MIN_IMPORTANCE_TRIALS`` completed trials; otherwise
+    a note says why not.
+
     Returns (DataFrame variant, param, importance, trials) and notes on what was skipped."""
     import optuna
     from optuna.trial import create_trial
@@ -96,6 +103,10 @@ def importance(runs: StudyRuns, *, seed: int = 0) -> tuple[pd.DataFrame, list[st
         if not decls:
             notes.append(f"{v}: no searched hyperparameters in the spec; no importance")
             continue
+        if len(decls) < 2:
+            notes.append(f"{v}: importance not computed: one searched hyperparameter "
+                         f"({', '.join(decls)}) gets importance 1.000 by construction")
+            continue
         study = optuna.create_study(direction="minimize")
         dists = {n: _distribution(d) for n, d in decls.items()}
         for r in done.itertuples(index=False):
@@ -104,9 +115,10 @@ def importance(runs: StudyRuns, *, seed: int = 0) -> tuple[pd.DataFrame, list[st
             params = {n: _value(r.hp[n], d) for n, d in decls.items()}
             study.add_trial(create_trial(params=params, distributions=dists,
                                          value=float(getattr(r, OBJECTIVE))))
-        if len(study.trials) < 2:
-            notes.append(f"{v}: {len(study.trials)} completed search trial(s); importance "
-                         "needs at least 2")
+        if len(study.trials) < MIN_IMPORTANCE_TRIALS:
+            notes.append(f"{v}: importance not computed: {len(study.trials)} completed search "
+                         f"trial(s) of {len(decls)} hyperparameters; it needs at least "
+                         f"{MIN_IMPORTANCE_TRIALS}")
             continue
         try:
             imp = optuna.importance.get_param_importances(

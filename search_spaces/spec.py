@@ -72,11 +72,12 @@ SHIPPED: tuple[str, ...] = ("paper", "quick", "smoke")
 _HERE = Path(__file__).resolve().parent
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TOP = ("name", "description", "dataset", "roi", "splits", "backbone", "input_size",
-        "pretrained", "weights", "variants", "search", "evaluation", "train", "resources",
-        "analysis", "compare")
+        "pretrained", "allow_unpretrained", "weights", "variants", "search", "evaluation",
+        "train", "resources", "analysis", "compare")
 #: Keys left out of the fingerprint: labels, where and how fast trials run, and how the report
 #: reads the runs (analysis unit, declared reference): none changes what a trial computes.
-_NOT_FINGERPRINTED = ("name", "description", "resources", "analysis", "compare")
+_NOT_FINGERPRINTED = ("name", "description", "resources", "allow_unpretrained", "analysis",
+                      "compare")
 
 
 REDACTED = "<redacted>"  # what MLflow gets instead of a dataset path
@@ -92,6 +93,8 @@ class StudySpec:
         backbone: registry name (``inception_v3``, ``efficientnet_lite0``).
         input_size: model input side in px; ``None`` = the ROI side.
         pretrained / weights: ImageNet initialisation and an explicit weights file.
+        allow_unpretrained: ``pretrained: false`` with variants other than RI is refused
+            (a transfer-learning regime without the transfer) unless this is true.
         variants: canonical variant names, in file order.
         search / evaluation / train / resources: see their classes.
         source: the file it was read from (not part of equality or the fingerprint).
@@ -108,6 +111,7 @@ class StudySpec:
     input_size: int | None = None
     pretrained: bool = True
     weights: Path | None = None
+    allow_unpretrained: bool = False
     train: TrainSpec = TrainSpec()
     resources: ResourceSpec = ResourceSpec()
     analysis: AnalysisSpec = AnalysisSpec()
@@ -213,7 +217,7 @@ class StudySpec:
             "dataset": self.dataset.to_dict(),
             "roi": dataclasses.asdict(self.roi), "splits": dataclasses.asdict(self.splits),
             "backbone": self.backbone, "input_size": self.input_size,
-            "pretrained": self.pretrained,
+            "pretrained": self.pretrained, "allow_unpretrained": self.allow_unpretrained,
             "weights": None if self.weights is None else str(self.weights),
             "variants": list(self.variants), "search": self.search.to_dict(),
             "evaluation": self.evaluation.to_dict(), "train": self.train.to_dict(),
@@ -335,6 +339,14 @@ def spec_from_dict(data: Any, *, source: str = "<dict>", base_dir: Path | None =
         raise SpecError(source, "splits.mode", f"official needs a dataset that publishes its "
                         f"train/test split (cbis-ddsm); dataset.format is {dataset.format}",
                         None)
+    pretrained = top.boolean("pretrained", True)
+    allow_unpretrained = top.boolean("allow_unpretrained", False)
+    transfer = [v for v in variants if v != "RI"]
+    if not pretrained and transfer and not allow_unpretrained:
+        raise top.error("pretrained", f"false for {', '.join(transfer)}: these regimes transfer "
+                        "ImageNet weights; without them they are random-init training under "
+                        "another name. Keep 'pretrained: true' (stage the weights), or add "
+                        "'allow_unpretrained: true' to run them anyway (the report says so)")
     return StudySpec(
         name=name,
         description=description,
@@ -343,7 +355,8 @@ def spec_from_dict(data: Any, *, source: str = "<dict>", base_dir: Path | None =
         splits=splits,
         backbone=_parse_backbone(top, known_backbones),
         input_size=top.integer("input_size", None, min=16, nullable=True),
-        pretrained=top.boolean("pretrained", True),
+        pretrained=pretrained,
+        allow_unpretrained=allow_unpretrained,
         weights=None if weights is None else resolve_path(weights, base_dir),
         variants=variants,
         search=search,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import warnings
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from typing import Any
 import optuna
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
+
+from study._optuna_links import trial_links
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +101,9 @@ class GroupedOptunaSearcher(Searcher):
                 study_name=self.study_name(key), storage=self._storage_url, sampler=sampler,
                 direction="minimize", load_if_exists=True)
             if not study.get_trials(deepcopy=False):  # new: seed it once (not on a resume)
+                with warnings.catch_warnings():  # "experimental" since Optuna 3.2
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    study.set_metric_names([METRIC])  # optuna-dashboard's objective name
                 for name, value in self._attrs.items():
                     study.set_user_attr(name, value)
                 for config in self._warm.get(key, []):
@@ -161,6 +167,8 @@ class GroupedOptunaSearcher(Searcher):
         if frozen is not None and frozen.state.is_finished():
             # resumed from a Tune state older than the storage: Optuna already knows the end
             return
+        for name, value in trial_links(self._attrs, trial_id, result).items():
+            ot.set_user_attr(name, value)  # before tell: a finished trial's attrs are fixed
         if error or not result or METRIC not in result:
             study.tell(ot, state=optuna.trial.TrialState.FAIL)
         elif int(result.get("epoch", 0)) < self._max_epochs and not result.get("trial_done"):

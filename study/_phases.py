@@ -119,7 +119,9 @@ def run_phases(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path, *, re
         groups, storage_url=optuna_storage_url(study_dir),
         study_prefix=study_prefix or spec.name, seed=spec.search.seed,
         max_epochs=spec.search.asha.max_epochs, warm_start=warm_start,
-        study_attrs={"mlflow_parent_run_id": ctx.parent_run_id}, seed_salt=seed_salt)
+        study_attrs={"mlflow_parent_run_id": ctx.parent_run_id,  # optuna-dashboard's links
+                     "mlflow_tracking_uri": ctx.tracking_uri,
+                     "mlflow_experiment_id": ctx.experiment_id}, seed_salt=seed_salt)
     plan = evaluation_plan(spec)
     searcher = StudySearcher(grouped, groups, plan, items)
     asha = spec.search.asha
@@ -128,8 +130,10 @@ def run_phases(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path, *, re
     searches = sum(max(0, g.budget - grouped.started(g.key)) for g in groups)
     evaluations = sum(len(items(v, k, {})) for v, k in plan)
     path = storage or str((study_dir / "ray").resolve())  # a folder or a URI (s3://...)
-    progress = PhaseProgress({"search": Progress("search", searches),
-                              "evaluate": Progress("evaluate", evaluations)})
+    progress = PhaseProgress({
+        "search": Progress("search", searches, max_epochs=asha.max_epochs,
+                           later_epochs=evaluations * spec.evaluation.max_epochs),
+        "evaluate": Progress("evaluate", evaluations, max_epochs=spec.evaluation.max_epochs)})
     closer = _closer(spec, ctx)
     if resume and tune.Tuner.can_restore(f"{path}/{RUN_NAME}"):
         tuner = tune.Tuner.restore(f"{path}/{RUN_NAME}", trainable=_trainable(ctx),

@@ -1,7 +1,15 @@
-"""Terminal progress of a Tune phase: trials done / running / pruned / failed and an ETA."""
+"""Terminal progress of a Tune phase: one header, then trials done / running / pruned / failed,
+the best validation result so far and an ETA over the rest of the study.
+
+On a terminal the status is one line rewritten in place; piped (a log file, CI) it is a plain
+line per finished trial. The ETA counts epochs, not trials (a pruned search trial is short, an
+evaluation trial long): seconds per epoch since this phase's first trial started (set-up time
+left out) × the epochs still to run in this phase and the ones after it (``later_epochs``).
+"""
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import Any
@@ -9,52 +17,119 @@ from typing import Any
 from ray.tune import Callback
 
 
-class Progress(Callback):
-    """One status line per change: ``search   12/42 done (5 pruned) · 2 running · ETA 3m10s``."""
+def _clock(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"
 
-    def __init__(self, phase: str, total: int) -> None:
+
+class Progress(Callback):
+    """``search   4/6 done (1 pruned) · 2 running · best val_loss 0.412 · 1m05s · ETA 3m10s``.
+
+    ``max_epochs``: a trial's epoch budget in this phase (the estimate until one has ended);
+    ``later_epochs``: the epoch budget of the phases after this one (the evaluation's, for the
+    search), so that the ETA is the study's, not the phase's."""
+
+    def __init__(self, phase: str, total: int, *, max_epochs: int = 1,
+                 later_epochs: int = 0) -> None:
         self.phase, self.total = phase, total
+        self.max_epochs, self.later_epochs = max(1, max_epochs), max(0, later_epochs)
         self.done = self.pruned = self.failed = self.running = 0
-        self.t0 = time.monotonic()
+        self.epochs = 0            # epochs reported by any trial of this phase
+        self.epochs_done = 0       # epochs of the trials that ended
+        self.best_loss = math.inf
+        self.best_auc = -math.inf
+        self.t0: float | None = None  # the first trial's start (set-up time left out)
         self._last = ""
+        self._headed = False
+
+    # ------------------------------------------------------------------ Tune's callbacks
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self.t0 is None:
+            self.t0 = time.monotonic()
         self.running += 1
-        self._show()
+        self._show(final=False)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        self.epochs += 1
+        loss, auc = result.get("val_loss"), result.get("val_auc")
+        if isinstance(loss, (int, float)) and math.isfinite(loss):
+            self.best_loss = min(self.best_loss, float(loss))
+        if isinstance(auc, (int, float)) and math.isfinite(auc):
+            self.best_auc = max(self.best_auc, float(auc))
+        self._show(final=False)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.running = max(0, self.running - 1)
-        self.done += 1
+        self._ended(trial)
         if not (trial.last_result or {}).get("trial_done"):
             self.pruned += 1
-        self._show()
+        self._show(final=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.running = max(0, self.running - 1)
-        self.done += 1
+        self._ended(trial)
         self.failed += 1
-        self._show()
-
-    def _show(self) -> None:
-        elapsed = time.monotonic() - self.t0
-        eta = "-"
-        if self.done:
-            left = elapsed / self.done * max(0, self.total - self.done)
-            eta = f"{int(left // 60)}m{int(left % 60):02d}s"
-        extra = []
-        if self.pruned:
-            extra.append(f"{self.pruned} pruned")
-        if self.failed:
-            extra.append(f"{self.failed} failed")
-        note = f" ({', '.join(extra)})" if extra else ""
-        line = (f"{self.phase:<9}{self.done}/{self.total} done{note} · {self.running} running"
-                f" · {int(elapsed)}s elapsed · ETA {eta}")
-        if line != self._last:
-            print(line, file=sys.stdout, flush=True)  # looked up late: Tune pickles callbacks
-            self._last = line
+        self._show(final=True)
 
     def close(self) -> None:
-        self._show()
+        self._show(final=True)
+        if _tty() and self._headed:
+            print(flush=True)  # leave the in-place line
+
+    # ------------------------------------------------------------------ the line
+
+    def _ended(self, trial: Any) -> None:
+        self.running = max(0, self.running - 1)
+        self.done += 1
+        self.epochs_done += int((trial.last_result or {}).get("training_iteration") or 0)
+
+    def eta_s(self, now: float) -> float | None:
+        """Seconds left in this phase and the later ones, or None before any epoch."""
+        if self.t0 is None or self.epochs == 0:
+            return None
+        per_epoch = (now - self.t0) / self.epochs
+        per_trial = self.epochs_done / self.done if self.done else self.max_epochs
+        left = max(0.0, (self.total - self.done) * per_trial
+                   - (self.epochs - self.epochs_done)) + self.later_epochs
+        return per_epoch * left
+
+    def line(self, now: float | None = None) -> str:
+        now = time.monotonic() if now is None else now
+        extra = [f"{n} {what}" for n, what in ((self.pruned, "pruned"), (self.failed, "failed"))
+                 if n]
+        note = f" ({', '.join(extra)})" if extra else ""
+        best = []
+        if self.best_loss < math.inf:
+            best.append(f"best val_loss {self.best_loss:.3f}")
+        if self.best_auc > -math.inf:
+            best.append(f"val_auc {self.best_auc:.3f}")
+        eta = self.eta_s(now)
+        parts = [f"{self.phase:<9}{self.done}/{self.total} done{note}",
+                 f"{self.running} running", *([", ".join(best)] if best else []),
+                 _clock(now - self.t0) if self.t0 is not None else "starting",
+                 f"ETA {_clock(eta)}" if eta is not None else "ETA -"]
+        return " · ".join(parts)
+
+    def _show(self, *, final: bool) -> None:
+        out = sys.stdout  # looked up late: Tune pickles callbacks
+        if not self._headed:
+            print(f"== {self.phase}: {self.total} trials ==", file=out, flush=True)
+            self._headed = True
+        line = self.line()
+        if _tty():
+            out.write("\r\x1b[K" + line)
+            out.flush()
+        elif final and line != self._last:
+            print(line, file=out, flush=True)
+        self._last = line
+
+
+def _tty() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 class PhaseProgress(Callback):
@@ -69,6 +144,10 @@ class PhaseProgress(Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._of(trial).on_trial_start(iteration, trials, trial, **info)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        self._of(trial).on_trial_result(iteration, trials, trial, result, **info)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._of(trial).on_trial_complete(iteration, trials, trial, **info)

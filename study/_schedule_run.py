@@ -64,11 +64,14 @@ def load_scheduled_spec(run: ScheduledRun) -> StudySpec:
 def run_once(run: ScheduledRun, *, echo: Callable[[str], Any] = print,
              err: Callable[[str], Any] = print) -> int:
     """Run the study once if anything changed since its last execution (see module doc)."""
+    from study._preflight import PreflightError, check_weights
     from trainables.records import DatasetError
 
     try:
         spec = load_scheduled_spec(run)
-    except SpecError as e:
+        if run.cluster is None:  # on a cluster the head's workers hold the weights
+            check_weights(spec)
+    except (SpecError, PreflightError) as e:
         err(f"error: {e}")
         return 2
     runs = run.runs_dir.expanduser().resolve()

@@ -258,8 +258,30 @@ def _reopen(client: Any, run_id: str, work: Path, checkpoint: str,
 
 
 def _flat_params(cfg: TrainConfig, config: dict[str, Any]) -> dict[str, Any]:
-    params = {f"regime.{k}": v for k, v in dataclasses.asdict(cfg.regime).items()}
+    """The trial's MLflow params: only what its regime uses, with the values in effect on the
+    device it runs on (FTED's ``lam``/``depth``/``granularity`` only for FTED; no SGD momentum
+    for RI's Adam; the resolved base LR; bf16 / channels-last / cuDNN benchmark false off
+    CUDA; the resolved device)."""
+    from trainables.regimes import Kind
+    from trainables.train import resolve_device
+
+    regime = dataclasses.asdict(cfg.regime)
+    kind = cfg.regime.parsed.kind
+    regime["base_lr"] = cfg.regime.lr
+    if kind is not Kind.FTED:
+        for name in ("lam", "depth", "granularity"):
+            regime.pop(name, None)
+    if kind is Kind.RI:
+        regime.pop("momentum", None)
+    params = {f"regime.{k}": v for k, v in regime.items()}
     params.update({k: v for k, v in dataclasses.asdict(cfg).items() if k != "regime"})
+    device = resolve_device(cfg.device)
+    params["device"] = str(device)
+    if device.type != "cuda":
+        params.update(bf16=False, channels_last=False, cudnn_benchmark=False)
+    if kind is Kind.RI:
+        params.pop("weights", None)
+    params["pretrained"] = cfg.pretrained and kind is not Kind.RI
     params["optuna_trial"] = config.get("optuna_trial")
     return params
 

@@ -7,6 +7,9 @@ Examples::
     python -m study.data check runs/data/synthetic --format bcdr
     python -m study.data check /data/INbreast --format inbreast --birads-malignant-from 4b
     python -m study.data check /data/BCDR-F03_dataset --format bcdr --roi-size 299 --json
+
+Exit status: 0 written / the dataset is usable, 1 the dataset has problems (each listed),
+2 bad arguments or a dataset that cannot be read at all.
 """
 
 from __future__ import annotations

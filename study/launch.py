@@ -17,10 +17,14 @@ Examples::
     python -m study.launch --address 10.0.0.5:6379 --space paper \
         --storage-path /mnt/nfs/tlstudy --max-concurrent-trials 16   # a running Ray cluster
 
-Exit status: 0 done (or already done), 1 the environment failed (the MLflow server did not
-start, no space left on the runs folder's disk), 2 bad input (space
-file, data, another version of the study under this name), 3 the study is being run by another
-process (launcher or ``study.schedule``; one execution at a time), 130 interrupted.
+Before any MLflow server or Ray process starts, the launcher checks the space file, the
+pretrained weights of every variant that loads them, and the data (path, layout, ROIs).
+
+Exit status: 0 done (or already done), 1 the study failed (a declared variant was never
+evaluated: its parent run is FAILED naming it) or the environment failed (the MLflow server did
+not start, no space left on the runs folder's disk), 2 bad input (space file, weights, data,
+another version of the study under this name), 3 the study is being run by another process
+(launcher or ``study.schedule``; one execution at a time), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import argparse
 import errno
 import logging
 import os
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -36,6 +41,9 @@ from pathlib import Path
 from search_spaces import SpecError, load_spec
 from trainables.datasets import FORMATS
 from trainables.records import DatasetError
+
+#: The study's space, recorded in its folder (``record_space``).
+SPACE_RECORD = "space.json"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -88,6 +96,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="with --cluster: validate and print the cluster commands, run nothing")
     p.add_argument("--on-head", action="store_true",
                    help="internal: the driver job on the cluster's head (--cluster submits it)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show Optuna's, MLflow's and Ray's own messages (quiet by default)")
     args = p.parse_args(argv)
     if (args.data is None) != (args.data_format is None):
         p.error("--data and --data-format go together")
@@ -111,23 +121,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress line, not Tune's tables
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    from trainables.backbones import available_backbones
-
     space = "smoke" if args.smoke_test else (args.space or "quick")
-    try:
-        spec = load_spec(space, known_backbones=available_backbones())
-        if args.data is not None:
-            spec = spec.with_dataset(args.data, args.data_format)
-        if args.study:
-            spec = spec.with_name(args.study)
-    except SpecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    shown = space if args.smoke_test or args.space or not args.study else args.study
+    print(f"study.launch: checking {shown} (space file, weights, data) ...", flush=True)
+    quiet_third_parties(args.verbose)
+    spec = _load_space(args, space)
+    if spec is None:
         return 2
     if args.cluster is not None and not args.on_head:
         return _on_cluster(args, spec, space)
+    from study._preflight import PreflightError, check_weights
+
+    try:  # before anything is written or started
+        weights = check_weights(spec)
+    except PreflightError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    _say_weights(spec, weights)
     runs = args.runs_dir.expanduser().resolve()
     from study._schedule_lock import StudyLock, StudyLocked
 
@@ -147,8 +157,134 @@ def main(argv: list[str] | None = None) -> int:
         lock.release()
 
 
+def quiet_third_parties(verbose: bool) -> None:
+    """Optuna's, MLflow's and Ray's chatter off (``-v`` keeps it): no "A new study created"
+    per search, no "View run" links per run, no Ray advice on its authentication; Ray's token
+    authentication stays as Ray sets it. Set in the environment too, so Ray workers inherit it."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress line, not Tune's tables
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    if verbose:
+        return
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # Ray and Optuna reset their root loggers' levels when imported: quiet their children,
+    # whose levels they leave alone (e.g. Ray's "Set RAY_AUTH_MODE=disabled to opt out" and
+    # Optuna's "A new study created in RDB" per search).
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for name in SILENT_LOGGERS:  # a failed trial: counted on the status line, named in MLflow
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+#: Loggers silenced below ERROR unless ``-v``; the second group entirely (Tune logs every
+#: failed trial's traceback as an error; the study shows it as "failed" on its status line and
+#: as the trial run's ``failure_reason`` in MLflow).
+SILENT_LOGGERS = ("ray.tune", "ray.train", "ray.air")
+QUIET_LOGGERS = ("ray._private", "ray.util", "ray.data",
+                 "optuna.storages", "optuna.study", "optuna.samplers", "optuna.integration",
+                 "optuna_integration", "mlflow", "alembic", "urllib3")
+
+
+def _load_space(args: argparse.Namespace, space: str):  # type: ignore[no-untyped-def]
+    """The validated study of ``--space`` / ``--data`` / ``--study``, or None (said why)."""
+    from search_spaces import SHIPPED
+
+    recorded = args.runs_dir.expanduser().resolve() / (args.study or "") / SPACE_RECORD
+    if args.space is None and not args.smoke_test and args.study and recorded.is_file():
+        return _recorded_space(recorded, args)
+    if not Path(space).expanduser().exists() and space not in SHIPPED:
+        print(f"error: no space file {space!r}; shipped spaces: {', '.join(SHIPPED)} "
+              "(--space NAME), or the path of a YAML study file", file=sys.stderr)
+        return None
+    from trainables.backbones import available_backbones
+
+    try:
+        spec = load_spec(space, known_backbones=available_backbones())
+        if args.data is not None:
+            spec = spec.with_dataset(args.data, args.data_format)
+        if args.study:
+            spec = spec.with_name(args.study)
+    except SpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    return spec
+
+
+def _recorded_space(path: Path, args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The space recorded with study ``--study`` (``record_space``), with ``--data`` applied."""
+    import json
+
+    from search_spaces import spec_from_dict
+    from trainables.backbones import available_backbones
+
+    try:
+        spec = spec_from_dict(json.loads(path.read_text()), source=str(path),
+                              known_backbones=available_backbones())
+        if args.data is not None:
+            spec = spec.with_dataset(args.data, args.data_format)
+        return spec.with_name(args.study)
+    except (SpecError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def _say_weights(spec, weights) -> None:  # type: ignore[no-untyped-def]
+    if weights is not None:
+        print(f"weights: {weights.path} (for {', '.join(weights.variants)})")
+    elif not spec.pretrained:
+        print(f"weights: none (pretrained: false) — {', '.join(spec.variants)} start from "
+              "random initialisation")
+
+
+def preflight(spec, runs: Path):  # type: ignore[no-untyped-def]
+    """The data, checked before a server or Ray starts (the weights were checked before the
+    study's lock): written if synthetic, loaded, ROIs cut and cached, split. Returns the
+    prepared ``StudyData``; raises ``DatasetError`` (the message names file, row, field)."""
+    from study._data import prepare_data
+
+    return prepare_data(spec, runs)
+
+
+def hint_options(args: argparse.Namespace, runs: Path) -> str:
+    """The options a pasted follow-up command needs to find this study: ``--runs-dir`` and
+    ``--tracking-uri`` as the user gave them (the defaults left out)."""
+    out = ""
+    if runs != Path("runs").resolve():
+        out += f" --runs-dir {shlex.quote(str(runs))}"
+    if args.tracking_uri:
+        out += f" --tracking-uri {shlex.quote(args.tracking_uri)}"
+    return out
+
+
+def record_space(spec, study_dir: Path) -> Path:  # type: ignore[no-untyped-def]
+    """The study's space, stored with it (``<runs>/<study>/space.json``, the data's path
+    included: it stays on this machine), so that ``study.schedule run --study NAME`` and
+    ``study.launch --resume --study NAME`` find it by the study's name."""
+    import json
+
+    study_dir.mkdir(parents=True, exist_ok=True)
+    path = study_dir / SPACE_RECORD
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(spec.to_dict(), indent=1, default=str))
+    tmp.replace(path)
+    return path
+
+
 def _run_here(args: argparse.Namespace, spec, runs: Path) -> int:  # type: ignore[no-untyped-def]
     """Run (or continue) the study with this process as the driver; the study lock is held."""
+    try:
+        data = preflight(spec, runs)
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if not out_of_space(exc):
+            raise
+        return _no_space(exc, runs)
+    hints = hint_options(args, runs)
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     from study._login import driver_login
     from study.server import ServerError
@@ -193,6 +329,7 @@ def _run_here(args: argparse.Namespace, spec, runs: Path) -> int:  # type: ignor
         from study.server import ServerError, capacity_warning, ensure_server, workers_for
 
         concurrency = expected_concurrency(spec, on_cluster.get("resources"))
+        print("MLflow: starting the study's server (10-20 s) ...", flush=True)
         try:
             info = ensure_server(runs, backend=args.backend_store_uri,
                                  artifacts=args.artifacts_destination,
@@ -206,26 +343,31 @@ def _run_here(args: argparse.Namespace, spec, runs: Path) -> int:  # type: ignor
         if warning:
             print(f"warning: {warning}", file=sys.stderr)
         print(f"MLflow UI: {uri}  (stop it with: python -m study.server stop "
-              f"--study-dir {runs})")
+              f"--runs-dir {shlex.quote(str(runs))})")
     from study._phases import TrialsFailed
-    from study.run import run_study
+    from study.run import StudyIncomplete, run_study
 
     if not args.resume:
-        verdict = _previous_execution(spec, runs / spec.name, uri)
+        verdict = _previous_execution(spec, runs / spec.name, uri, hints)
         if verdict == "done":
             return 0
         if verdict == "conflict":
             return 2
         args.resume = verdict == "resume"
+    record_space(spec, runs / spec.name)
     try:
-        run_study(spec, runs / spec.name, uri, resume=args.resume,
+        run_study(spec, runs / spec.name, uri, resume=args.resume, data=data,
                   storage_path=args.storage_path,
                   max_concurrent_trials=args.max_concurrent_trials, **on_cluster)
     except (DatasetError, SpecError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except StudyIncomplete as exc:
+        print(f"error: study {spec.name!r} FAILED: {exc}. MLflow: {uri}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print("interrupted: runs ended as KILLED; continue with --resume", file=sys.stderr)
+        print("interrupted: runs ended as KILLED; continue with: python -m study.launch "
+              f"--resume --study {spec.name}{hints}", file=sys.stderr)
         return 130
     except TrialsFailed as exc:
         print(f"error: the study failed: {exc}\n(each trial's full error: Tune's error.txt "
@@ -235,26 +377,22 @@ def _run_here(args: argparse.Namespace, spec, runs: Path) -> int:  # type: ignor
     except Exception as exc:
         if not out_of_space(exc):
             raise
-        print(f"error: no space left on the device holding {runs} ({exc}). Free some space "
-              "and run the same command again: the study continues where it stopped.",
-              file=sys.stderr)
-        return 1
+        return _no_space(exc, runs)
     print(f"MLflow UI: {uri}")
+    print(f"rebuild the report: python -m dashboards.report --study {spec.name}{hints}")
     return 0
 
 
 def expected_concurrency(spec, resources=None) -> int:  # type: ignore[no-untyped-def]
     """Trials the study can run at once: ``resources`` (a cluster's, {"CPU": n, "GPU": m}) or
     this machine's cores and GPUs, divided by what one trial reserves."""
+    from study._slots import trial_slots
+
     if resources is None:
         import torch
 
         resources = {"CPU": os.cpu_count() or 1, "GPU": torch.cuda.device_count()}
-    r = spec.resources
-    fits = [resources.get("CPU", 0.0) / r.cpus] if r.cpus > 0 else []
-    if r.gpus > 0:
-        fits.append(resources.get("GPU", 0.0) / r.gpus)
-    return max(1, int(min(fits))) if fits else 1
+    return trial_slots(spec, [resources])
 
 
 def _attach_address(args: argparse.Namespace) -> str | None:
@@ -267,6 +405,19 @@ def _attach_address(args: argparse.Namespace) -> str | None:
     except ClusterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return "error"
+
+
+def _space_option(spec) -> str:  # type: ignore[no-untyped-def]
+    """``--space`` for a hint: a shipped name as is, a file as an absolute path."""
+    path = Path(spec.source)
+    return str(path.resolve()) if path.is_file() else path.stem
+
+
+def _no_space(exc: BaseException, runs: Path) -> int:
+    print(f"error: no space left on the device holding {runs} ({exc}). Free some space "
+          "and run the same command again: the study continues where it stopped.",
+          file=sys.stderr)
+    return 1
 
 
 def out_of_space(exc: BaseException) -> bool:
@@ -285,7 +436,7 @@ def out_of_space(exc: BaseException) -> bool:
     return False
 
 
-def _previous_execution(spec, study_dir: Path, uri: str) -> str:
+def _previous_execution(spec, study_dir: Path, uri: str, hints: str = "") -> str:
     """What a launch without ``--resume`` does when the study folder holds an execution:
     ``"new"`` (none), ``"done"`` (it FINISHED with this space: say so, run nothing),
     ``"resume"`` (it was interrupted: continue it) or ``"conflict"`` (another space)."""
@@ -306,13 +457,15 @@ def _previous_execution(spec, study_dir: Path, uri: str) -> str:
     if tags.get("spec_fingerprint") not in (None, spec.fingerprint()):
         print(f"error: {study_dir} holds an execution of another version of study "
               f"{spec.name!r} (parent run {parent}). Run the changed study as a re-study "
-              f"(python -m study.schedule run --study {spec.name}) or under a new name "
+              f"(python -m study.schedule run --study {spec.name}{hints} --space "
+              f"{shlex.quote(_space_option(spec))}) or under a new name "
               "(--study NEW-NAME).", file=sys.stderr)
         return "conflict"
     if status == "FINISHED":
         print(f"study {spec.name!r} already ran (parent run {parent}, FINISHED); its report: "
               f"{study_dir / 'report' / 'report.html'} and MLflow {uri}. To run it again as "
-              f"a new execution: python -m study.schedule run --study {spec.name} --force")
+              f"a new execution: python -m study.schedule run --study {spec.name}{hints} "
+              "--force")
         return "done"
     print(f"study {spec.name!r}: continuing its unfinished execution (parent run {parent}, "
           f"{status})")

@@ -73,6 +73,7 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
     if not ray.is_initialized() and address is not None:
         ray.init(address=address, configure_logging=False, log_to_driver=False)
     elif not ray.is_initialized():
+        echo(f"Ray: starting a local Ray on {os.cpu_count()} CPUs ...")
         # "local": a new Ray on this machine's cores, even if a `ray start` cluster runs here
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
                  configure_logging=False, log_to_driver=False)
@@ -113,7 +114,8 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
     else:
         client.update_run(parent, status="RUNNING")
         logger = tracking.RunLogger(client, parent)
-    echo(f"MLflow: {tracking_uri}/#/experiments/{exp_id}/runs/{parent}")
+    echo(f"MLflow: {tracking.ui_url(tracking_uri, exp_id, parent)}  (the study's runs: "
+         f"{tracking.ui_url(tracking_uri, exp_id)})")
 
     login = driver_login()  # trials on other nodes log in with it (study._login)
     if login is not None:
@@ -126,6 +128,7 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
                                    experiment_id=exp_id, parent_run_id=parent, tags=tags,
                                    external=data.external, login=login)
     status = "FAILED"
+    report = False  # also built when the study FAILED for want of a variant's evaluations
     try:
         _, rows = _phases.run_phases(spec, context("search"), study_dir, resume=resume,
                                      storage=storage, study_prefix=prefix,
@@ -139,15 +142,17 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
                      "split) — these estimates are optimistic.")
         echo(text)
         logger.artifact_json("table1.json", table.to_dict(orient="records"))
+        tracking.log_table1(logger, table)
         missing = sorted({(v, k) for v in spec.variants for k in range(spec.splits.total)}
                          - {(r["variant"], r["split"]) for r in rows})
         if missing:
             echo("missing evaluations: " + ", ".join(f"{v} split {k}" for v, k in missing))
             logger.tags({"missing_evaluations": ";".join(f"{v}/{k}" for v, k in missing)})
         logger.flush()
-        build_report(tracking_uri, spec.name, parent, study_dir, echo)
+        never = never_evaluated(spec, rows)
+        if never:
+            raise StudyIncomplete(never)
         status = "FINISHED"
-        return StudyOutcome(parent, exp_id, table, rows)
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -155,6 +160,7 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
         from study._restudy import failure_reason
 
         logger.tags({"failure_reason": failure_reason(f"{type(e).__name__}: {e}")})
+        report = isinstance(e, StudyIncomplete)  # what did run is still worth a report
         raise
     finally:
         # what trials on this machine could not deliver at their end (the server was away):
@@ -166,13 +172,37 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
         tracking.close_dangling_runs(client, exp_id, parent,
                                      status="KILLED" if status != "FAILED" else "FAILED")
         logger.finish(status)  # type: ignore[arg-type]
+        if status == "FINISHED" or report:
+            # after the parent has ended: the report shows its final status
+            build_report(tracking_uri, spec.name, parent, study_dir, echo, table=table,
+                         exp_id=exp_id)
+    return StudyOutcome(parent, exp_id, table, rows)
+
+
+class StudyIncomplete(RuntimeError):
+    """A declared variant has no evaluation run at all: Table 1 lacks a row the space asked
+    for, so the execution ends FAILED (the report of what did run is still written)."""
+
+    def __init__(self, variants: list[str]) -> None:
+        self.variants = variants
+        super().__init__(f"variant(s) {', '.join(variants)} never evaluated (every trial "
+                         "failed; see the FAILED child runs' failure_reason)")
+
+
+def never_evaluated(spec: StudySpec, rows: list[dict]) -> list[str]:
+    """The declared variants without a single finished evaluation run, in the space's order."""
+    done = {r["variant"] for r in rows}
+    return [v for v in spec.variants if v not in done]
 
 
 def build_report(tracking_uri: str, study: str, parent: str, study_dir: Path,
-                 echo: Any = print) -> Path | None:
+                 echo: Any = print, *, table: Any = None,
+                 exp_id: str | None = None) -> Path | None:
     """The dashboards report (tables, ROC curves, statistics, HTML) rebuilt from MLflow into
-    ``study_dir/report`` and logged to the parent run. A report that cannot be built is a
-    warning, never a failed study: it can be rebuilt later from MLflow alone."""
+    ``study_dir/report`` and logged to the parent run; given Table 1 (``table``), the parent's
+    description then also links the report and carries the verdict and warnings. A report
+    that cannot be built is a warning, never a failed study: it can be rebuilt later from
+    MLflow alone."""
     try:
         from dashboards.report import ReportConfig, make_report
 
@@ -186,7 +216,26 @@ def build_report(tracking_uri: str, study: str, parent: str, study_dir: Path,
         return None
     echo(f"report: {result.written.html}"
          + (" (also in the parent run's artifacts, report/)" if result.logged else ""))
+    if table is not None and exp_id is not None:
+        _describe(tracking_uri, exp_id, parent, table, result)
     return result.written.html
+
+
+def _describe(tracking_uri: str, exp_id: str, parent: str, table: Any, result: Any) -> None:
+    """The parent's description, once the report exists: Table 1, verdict, warnings, link."""
+    from dashboards.about import study_warnings
+
+    try:
+        client = tracking.client_for(tracking_uri)
+        link = (f"[report/report.html]({tracking.ui_url(tracking_uri, exp_id, parent)}"
+                .replace(tracking.UI_QUERY, "/artifactPath/report/report.html")
+                + f") in this run's Artifacts (local copy: {result.written.html})")
+        note = tracking.describe_parent(
+            table, report=link, verdict=client.get_run(parent).data.tags.get("verdict"),
+            warnings=study_warnings(result.computed.runs))
+        client.set_tag(parent, tracking.NOTE_TAG, note)
+    except Exception as e:  # noqa: BLE001 - the Table 1 description stands
+        log.warning("parent run description not updated: %s", e)
 
 
 def run_tags(spec: StudySpec, data: StudyData) -> dict[str, str]:
@@ -208,6 +257,9 @@ def run_tags(spec: StudySpec, data: StudyData) -> dict[str, str]:
         **{f"external_fingerprint.{name}": rois.fingerprint
            for name, rois in data.external.items()},
     }
+    from study._preflight import weights_tags
+
+    tags.update(weights_tags(spec))  # SHA-256 of the ImageNet weights file the variants load
     return tags
 
 

@@ -41,7 +41,8 @@ from trainables.datasets import FORMATS
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--study", required=True, help="study name (MLflow experiment and folder)")
     p.add_argument("--space", default=None,
-                   help="study file (YAML) or shipped name; default: the shipped file of the "
+                   help="study file (YAML) or shipped name; default: the space recorded with "
+                        "the study (RUNS_DIR/STUDY/space.json), else the shipped file of the "
                         "study's name (quick, smoke, paper)")
     p.add_argument("--data", type=Path, default=None, help="dataset folder (with --data-format)")
     p.add_argument("--data-format", choices=FORMATS, default=None, help="bcdr, mias or manifest")
@@ -91,11 +92,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if args.restudy_trials is not None and args.restudy_trials < 1:
             p.error("--restudy-trials must be >= 1")
         if args.space is None:
-            if args.study not in SHIPPED:
+            args.space = default_space(args.study, args.runs_dir)
+            if args.space is None:
                 p.error(f"--space is required: {args.study!r} is not a shipped study "
-                        f"({', '.join(SHIPPED)})")
-            args.space = args.study
+                        f"({', '.join(SHIPPED)}) and {args.runs_dir}/{args.study} holds no "
+                        "space recorded by study.launch")
     return args
+
+
+def default_space(study: str, runs_dir: Path) -> str | None:
+    """The space of ``study`` when ``--space`` is not given: the one recorded with the study
+    by ``study.launch`` (``<runs-dir>/<study>/space.json``), else the shipped file of that
+    name (quick, smoke, paper), else None."""
+    from study.launch import SPACE_RECORD
+
+    recorded = runs_dir.expanduser().resolve() / study / SPACE_RECORD
+    if recorded.is_file():
+        return str(recorded)
+    return study if study in SHIPPED else None
 
 
 def main(argv: list[str] | None = None) -> int:

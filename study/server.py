@@ -712,11 +712,18 @@ def _parse(argv: list[str] | None) -> _CliArgs:
     p = argparse.ArgumentParser(
         prog="python -m study.server",
         description="Start, stop or inspect the study folder's MLflow tracking server.",
-        epilog="example: python -m study.server start --study-dir runs",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  python -m study.server start --runs-dir runs\n"
+               "  python -m study.server status --runs-dir runs --json\n"
+               "  python -m study.server stop --runs-dir runs\n\n"
+               "exit status: start 0 running, 1 did not start; stop 0; status 0 running, "
+               "1 unhealthy, 3 stopped; 2 bad arguments",
     )
     p.add_argument("command", choices=["start", "stop", "status"])
-    p.add_argument("--study-dir", "--runs-dir", type=Path, default=DEFAULT_STUDY_DIR,
-                   help=f"study folder holding mlflow/ (default: {DEFAULT_STUDY_DIR})")
+    p.add_argument("--runs-dir", "--study-dir", type=Path, default=DEFAULT_STUDY_DIR,
+                   dest="study_dir",
+                   help=f"the launcher's --runs-dir, holding mlflow/ (default: "
+                        f"{DEFAULT_STUDY_DIR}; --study-dir is the old spelling)")
     p.add_argument("--host", default="127.0.0.1",
                    help="bind address (default: 127.0.0.1); any other address turns "
                    "MLflow's basic-auth on and needs MLFLOW_TRACKING_USERNAME/"
@@ -759,7 +766,7 @@ def _cmd_start(args: _CliArgs) -> int:
     verb = "already running" if info.reused else "started"
     print(f"MLflow server {verb}: {info.url}  (pid {info.pid}, {info.store} store, "
           f"{info.workers} worker(s))")
-    print(f"stop it with: python -m study.server stop --study-dir {args.study_dir}")
+    print(f"stop it with: python -m study.server stop --runs-dir {args.study_dir}")
     return 0
 
 

@@ -36,9 +36,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "LOGGING_ERRORS_TAG", "PARENT_TAG", "RetryPolicy", "RunLogger", "TerminalStatus",
-    "child_runs", "client_for", "close_dangling_runs", "default_spill_dir", "experiment_for",
-    "find_child_run", "replay_spilled",
-    "start_child_run", "start_parent_run",
+    "child_runs", "client_for", "close_dangling_runs", "default_spill_dir", "describe_parent",
+    "experiment_for", "find_child_run", "log_table1", "replay_spilled", "start_child_run",
+    "start_parent_run", "table1_metrics", "ui_url",
 ]
 
 T = TypeVar("T")
@@ -46,6 +46,10 @@ START_WAIT_S = 120.0  # how long a trial's start waits out a busy server (pool e
 
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
+NOTE_TAG = "mlflow.note.content"  # the run's "Description" (Markdown) in the MLflow UI
+#: Says the experiment is classic model training (MLflow 3.x's own kinds); what the UI opens
+#: on is decided by ``UI_QUERY`` in the address (see ``ui_url``).
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 TRIAL_KEYS = ("phase", "variant", "split", "trial")
 
 
@@ -62,7 +66,8 @@ def experiment_for(client: MlflowClient, study_name: str) -> str:
     exp = client.get_experiment_by_name(study_name)
     if exp is None:
         try:
-            return client.create_experiment(study_name)
+            return client.create_experiment(study_name,
+                                            tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         except MlflowException as e:
             exp = client.get_experiment_by_name(study_name)
             if exp is None:
@@ -71,6 +76,8 @@ def experiment_for(client: MlflowClient, study_name: str) -> str:
     if exp.lifecycle_stage == "deleted":
         logger.warning("experiment %r was deleted; restoring it", study_name)
         client.restore_experiment(exp.experiment_id)
+    if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return exp.experiment_id
 
 
@@ -208,3 +215,61 @@ def close_dangling_runs(client: MlflowClient, exp_id: str, parent_run_id: str,
         logger.warning("ended %d RUNNING child run(s) of %s as %s", len(ended), parent_run_id,
                        status)
     return ended
+
+
+#: The MLflow 3.17 UI opens an experiment or run on its GenAI views unless the URL (or the
+#: user's last choice, kept in the browser) asks for the model-training ones; the
+#: ``mlflow.experimentKind`` tag alone does not (checked in headless Chromium).
+UI_QUERY = "?workflowType=machine_learning"
+
+
+def ui_url(tracking_uri: str, exp_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI address of an experiment (its runs table) or a run, opening on the
+    model-training view."""
+    base = f"{tracking_uri.rstrip('/')}/#/experiments/{exp_id}"
+    return f"{base}/runs/{run_id}{UI_QUERY}" if run_id else f"{base}{UI_QUERY}"
+
+
+def table1_metrics(table) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """Table 1 (``study._report.table1``) as parent-run metrics, one set per variant:
+    ``table1.<V>.acc_mean`` / ``acc_std`` (test accuracy %, mean and sample std over splits),
+    ``auc`` (mean test AUC), ``time_min``, ``splits``; NaN values are left out."""
+    import math
+
+    names = {"accuracy_%": "acc_mean", "std_%": "acc_std", "auc": "auc", "time_min": "time_min",
+             "splits": "splits"}
+    out: dict[str, float] = {}
+    for row in table.to_dict(orient="records"):
+        for column, short in names.items():
+            value = row.get(column)
+            if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                out[f"table1.{row['variant']}.{short}"] = float(value)
+    return out
+
+
+def log_table1(run_logger: RunLogger, table) -> None:  # type: ignore[no-untyped-def]
+    """Table 1 on the parent run: as metrics (the runs table's columns) and as its
+    description, so the parent run page shows the results where a user lands."""
+    run_logger.metrics(0, table1_metrics(table))
+    run_logger.tags({NOTE_TAG: describe_parent(table)})
+
+
+def describe_parent(table, *, report: str | None = None,  # type: ignore[no-untyped-def]
+                    verdict: str | None = None, warnings: list[str] | None = None) -> str:
+    """The parent run's Markdown description: Table 1, the re-study verdict, warnings and
+    where the report is."""
+    lines = ["**Table 1** (test accuracy %, mean ± sample std over splits; mean test AUC)", "",
+             "| variant | accuracy % | std % | AUC | time min | splits |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in table.to_dict(orient="records"):
+        lines.append(f"| {r['variant']} | {r['accuracy_%']:.2f} | {r['std_%']:.2f} | "
+                     f"{r['auc']:.3f} | {r['time_min']:.2f} | {int(r['splits'])} |")
+    if not len(table):
+        lines.append("| (no variant evaluated) | | | | | |")
+    if verdict:
+        lines += ["", f"**Re-study verdict:** {verdict}"]
+    for w in warnings or []:
+        lines += ["", f"**Warning:** {w}"]
+    lines += ["", "Full report (tables with CIs, ROC curves, statistics): "
+              + (report or "`report/report.html` in this run's Artifacts")]
+    return lim.truncate("\n".join(lines), lim.MAX_TAG_VAL_LENGTH)

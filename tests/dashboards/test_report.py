@@ -202,8 +202,10 @@ def test_search_view_and_compute_from_known_values(known_report):
     assert cost.loc[("FTED", "search")].asha_saved_hours == 0
     assert cost.loc[("FE", "evaluate")].hours == pytest.approx((600 + 660 + 720) / 3600)
     imp = known_report.computed.tables["importance"]
-    assert imp[imp["variant"] == "FE"].set_index("param")["importance"].to_dict() == {
-        "base_lr": pytest.approx(1.0)}
+    # one searched hyperparameter: importance 1.000 by construction, so not shown; said why
+    assert imp[imp["variant"] == "FE"].empty
+    assert any(n.startswith("FE: importance not computed: one searched hyperparameter")
+               for n in known_report.computed.notes)
     fted = imp[imp["variant"] == "FTED"]
     assert set(fted["param"]) == {"base_lr", "lam"} and fted["importance"].sum() == (
         pytest.approx(1.0))
@@ -314,3 +316,38 @@ def test_smoke_test_builds_the_whole_report_without_a_server(tmp_path, capsys):
     assert list(t1["variant"]) == list(PAPER_ORDER) and (t1["splits"] == 5).all()
     assert (tmp_path / "figures" / "roc.svg").is_file()
     assert "the numbers mean nothing" in (tmp_path / "report.html").read_text()
+
+
+def test_the_first_screen_says_what_the_study_is_and_what_to_read_first(known_report):
+    from dataclasses import replace
+
+    from dashboards.about import about_rows, study_warnings
+
+    runs = known_report.computed.runs
+    rows = dict(about_rows(runs))
+    assert rows["status"].startswith(runs.parent_status)
+    assert rows["model"].startswith("efficientnet_lite0, ImageNet weights")
+    assert "variants RI, FE, 1FT, FTED" in rows["model"]
+    assert rows["splits"].startswith(f"{runs.n_splits} outer split(s), repeated hold-out")
+    assert "3 trials per variant × split, ASHA up to 4 epochs" in rows["budgets"]
+    assert "up to 40 epochs" in rows["budgets"]
+    warnings = study_warnings(runs)
+    assert any(w.startswith("never evaluated: 1FT") for w in warnings)
+    page = known_report.written.html.read_text()
+    head = page[:page.index('id="tables"')]  # all of it before Table 1
+    assert 'id="about"' in head and "never evaluated: 1FT" in head
+    # a synthetic dataset and unpretrained transfer variants are banners too
+    spec = {**runs.spec, "pretrained": False, "allow_unpretrained": True,
+            "dataset": {"format": "bcdr", "path": "<redacted>",
+                        "synthetic": {"patients": 24, "seed": 0}}}
+    other = replace(runs, spec=spec)
+    text = " ".join(study_warnings(other))
+    assert "synthetic data" in text and "FE, 1FT, FTED started from random initialisation" in text
+    assert dict(about_rows(other))["data"].startswith("synthetic lesions (24 patients")
+
+
+def test_compute_is_shown_with_units():
+    from dashboards.formats import duration
+
+    assert [duration(h) for h in (0.00738, 0.5, 12.46, float("nan"))] == [
+        "27 s", "30.0 min", "12.5 h", "–"]
