@@ -91,7 +91,7 @@ def _timed(stats: TrialStats, call):  # type: ignore[no-untyped-def]
     try:
         return call()
     except Exception as e:
-        from study._mlflow_send import classify_exception
+        from study.tracking._send import classify_exception
 
         stats.errors[classify_exception(e).detail[:80]] += 1
         raise
@@ -163,8 +163,9 @@ def run_load(cfg: LoadConfig, keep: Path | None = None) -> dict:
     """Start the server, run the trials, check every history; the result as a dict."""
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"  # count every failure ourselves
     os.environ["MLFLOW_HTTP_POOL_MAXSIZE"] = str(max(10, cfg.trials))
-    from study import _postgres, tracking
+    from study import tracking
     from study.server import ensure_server, stop_server
+    from study.tracking import _postgres
 
     runs = Path(tempfile.mkdtemp(prefix="tlstudy-load-", dir="/tmp"))
     runs.chmod(0o755)  # PostgreSQL runs as 'postgres' when we are root: it must reach it

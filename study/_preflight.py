@@ -1,5 +1,5 @@
 """What the launcher checks before any MLflow server or Ray process starts: the pretrained
-weights of every variant that needs them (this module), then the data (``study._data``).
+weights of every variant that needs them (this module), then the data (``study.phases._data``).
 
 A missing weights file is one line naming the file, where it was looked for and how to stage
 it with options that exist (the space file's ``weights:``, ``$TORCH_HOME``); it is found in

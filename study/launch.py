@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _say_weights(spec, weights)
     runs = args.runs_dir.expanduser().resolve()
-    from study._schedule_lock import StudyLock, StudyLocked
+    from study.scheduling._lock import StudyLock, StudyLocked
 
     try:  # one execution of a study at a time (launcher or scheduler), held to the end
         lock = StudyLock(runs / spec.name).acquire()
@@ -243,7 +243,7 @@ def preflight(spec, runs: Path):  # type: ignore[no-untyped-def]
     """The data, checked before a server or Ray starts (the weights were checked before the
     study's lock): written if synthetic, loaded, ROIs cut and cached, split. Returns the
     prepared ``StudyData``; raises ``DatasetError`` (the message names file, row, field)."""
-    from study._data import prepare_data
+    from study.phases._data import prepare_data
 
     return prepare_data(spec, runs)
 
@@ -286,8 +286,8 @@ def _run_here(args: argparse.Namespace, spec, runs: Path) -> int:  # type: ignor
         return _no_space(exc, runs)
     hints = hint_options(args, runs)
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    from study._login import driver_login
     from study.server import ServerError
+    from study.tracking._login import driver_login
 
     if args.on_head:
         from study.cluster import use_head_login
@@ -305,8 +305,8 @@ def _run_here(args: argparse.Namespace, spec, runs: Path) -> int:  # type: ignor
     if address == "error":
         return 2
     if address is not None:
-        from study._attach import attach
         from study.cluster import ClusterError
+        from study.cluster._attach import attach
 
         try:
             found = attach(address, runs, uri, storage_path=args.storage_path)
@@ -344,7 +344,7 @@ def _run_here(args: argparse.Namespace, spec, runs: Path) -> int:  # type: ignor
             print(f"warning: {warning}", file=sys.stderr)
         print(f"MLflow UI: {uri}  (stop it with: python -m study.server stop "
               f"--runs-dir {shlex.quote(str(runs))})")
-    from study._phases import TrialsFailed
+    from study.phases._run import TrialsFailed
     from study.run import StudyIncomplete, run_study
 
     if not args.resume:
@@ -386,7 +386,7 @@ def _run_here(args: argparse.Namespace, spec, runs: Path) -> int:  # type: ignor
 def expected_concurrency(spec, resources=None) -> int:  # type: ignore[no-untyped-def]
     """Trials the study can run at once: ``resources`` (a cluster's, {"CPU": n, "GPU": m}) or
     this machine's cores and GPUs, divided by what one trial reserves."""
-    from study._slots import trial_slots
+    from study.phases._slots import trial_slots
 
     if resources is None:
         import torch
@@ -397,8 +397,8 @@ def expected_concurrency(spec, resources=None) -> int:  # type: ignore[no-untype
 
 def _attach_address(args: argparse.Namespace) -> str | None:
     """``--address``, else ``RAY_ADDRESS``, checked (``"error"``: refused, message printed)."""
-    from study._attach import resolve_address
     from study.cluster import ClusterError
+    from study.cluster._attach import resolve_address
 
     try:
         return resolve_address(args.address, os.environ)

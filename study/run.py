@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from search_spaces import StudySpec, check_resources
 from study import tracking
-from study._data import StudyData, prepare_data
-from study._login import driver_login
-from study._report import format_table1, table1
+from study.phases._data import StudyData, prepare_data
+from study.phases._report import format_table1, table1
+from study.tracking._login import driver_login
 
 if TYPE_CHECKING:
-    from study._restudy import Restudy
+    from study.scheduling._restudy import Restudy
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.json"
@@ -60,7 +60,8 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
     with a ``failure_reason`` tag."""
     import ray
 
-    from study import _phases, _trial
+    from study.phases import _run as _phases
+    from study.phases import _trial
 
     # Tune warns at every forced experiment snapshot (one per checkpoint with num_to_keep set)
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -78,7 +79,7 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
                  configure_logging=False, log_to_driver=False)
     check_resources(spec, resources if resources is not None else ray.cluster_resources())
-    from study._slots import live_nodes, trial_slots
+    from study.phases._slots import live_nodes, trial_slots
 
     # what the cluster can reach (an autoscaler's maximum), else the nodes up now
     slots = trial_slots(spec, [resources] if resources is not None else live_nodes())
@@ -117,7 +118,7 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
     echo(f"MLflow: {tracking.ui_url(tracking_uri, exp_id, parent)}  (the study's runs: "
          f"{tracking.ui_url(tracking_uri, exp_id)})")
 
-    login = driver_login()  # trials on other nodes log in with it (study._login)
+    login = driver_login()  # trials on other nodes log in with it (study.tracking._login)
     if login is not None:
         login.apply()       # and so does this driver (a credentials file alone is not read
                             # by MLflow's client)
@@ -157,7 +158,7 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
         status = "KILLED"
         raise
     except Exception as e:
-        from study._restudy import failure_reason
+        from study.scheduling._restudy import failure_reason
 
         logger.tags({"failure_reason": failure_reason(f"{type(e).__name__}: {e}")})
         report = isinstance(e, StudyIncomplete)  # what did run is still worth a report

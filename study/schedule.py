@@ -34,7 +34,7 @@ import warnings
 from pathlib import Path
 
 from search_spaces import SHIPPED, SpecError
-from study import _schedule_cron as cron
+from study.scheduling import _cron as cron
 from trainables.datasets import FORMATS
 
 
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from study._schedule_run import ScheduledRun, run_once
+    from study.scheduling._run import ScheduledRun, run_once
 
     config = ScheduledRun(study=args.study, space=args.space, runs_dir=args.runs_dir,
                           data=args.data, data_format=args.data_format,

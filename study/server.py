@@ -13,7 +13,7 @@ Layout under ``<study_dir>/mlflow/``::
                    binds a non-loopback address, which needs credentials (``credentials_from_env``)
 
 The backend store is chosen with ``backend`` (``--backend-store-uri``): ``sqlite`` (default),
-``postgres`` — the runs folder's own PostgreSQL (``study._postgres``: ``<runs>/postgres/``,
+``postgres`` — the runs folder's own PostgreSQL (``study.tracking._postgres``: ``<runs>/postgres/``,
 started first, a unix socket; once a folder has one it is the folder's default) — or any
 SQLAlchemy URI (a team's PostgreSQL). One SQLite or PostgreSQL server worker held 16 concurrent
 trials and failed at 32 (its SQLAlchemy pool of 5 + 10 exhausted, HTTP 400s); ``workers`` sizes
@@ -64,7 +64,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from study import _mlflow_proc as proc
+from study.tracking import _proc as proc
 
 logger = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ def _choose_store(study_dir: Path, paths: _Paths, backend: str | None,
                   timeout_s: float) -> StoreChoice:
     """Resolve ``backend``/``artifacts`` (None: what the folder used last, else SQLite or the
     folder's PostgreSQL when it has one); starts the folder's PostgreSQL when chosen."""
-    from study import _postgres
+    from study.tracking import _postgres
 
     if backend is None:
         if previous is not None and previous.store in ("sqlite", "postgres", "uri"):
@@ -771,7 +771,7 @@ def _cmd_start(args: _CliArgs) -> int:
 
 
 def _cmd_stop(args: _CliArgs) -> int:
-    from study._postgres import PostgresError, stop_postgres
+    from study.tracking._postgres import PostgresError, stop_postgres
 
     stopped = stop_server(args.study_dir)
     print("MLflow server stopped" if stopped else "no MLflow server was running")
@@ -789,7 +789,7 @@ def _cmd_status(args: _CliArgs) -> int:
     status = server_status(args.study_dir)
     if args.as_json:
         record = status.info.to_json() if status.info else None
-        from study._postgres import postgres_status
+        from study.tracking._postgres import postgres_status
 
         pg = postgres_status(args.study_dir)
         print(json.dumps({"state": status.state, "detail": status.detail, "server": record,

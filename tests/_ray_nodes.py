@@ -205,7 +205,7 @@ def _free(host: str) -> int:
 
 def _kill_session(sid: int) -> None:
     """SIGKILL every process of session ``sid`` (a node we started, with what it spawned)."""
-    from study._mlflow_proc import session_members
+    from study.tracking._proc import session_members
 
     for pid in session_members(sid):
         with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -32,10 +32,10 @@ from pathlib import Path
 import pytest
 
 from search_spaces import load_spec
-from study._mlflow_proc import session_members
-from study._phases import RUN_NAME
+from study.phases._run import RUN_NAME
 from study.server import ensure_server, stop_server
 from study.tracking import child_runs, client_for
+from study.tracking._proc import session_members
 from tests._disk import fill, small_disk
 from tests._procs import wait_for_output
 from tests._ray_nodes import run_cluster_script

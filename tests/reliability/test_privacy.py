@@ -193,7 +193,7 @@ def test_mlflow_params_and_public_spec_carry_no_dataset_path(tmp_path):
 
 def test_failure_reasons_from_the_dicom_loaders_carry_no_patient_or_file(tmp_path):
     """A scheduled re-study whose data cannot be read logs ``failure_reason`` to MLflow."""
-    from study._restudy import failure_reason
+    from study.scheduling._restudy import failure_reason
     from trainables.datasets import load_dataset
     from trainables.datasets.synthetic_native import write_synthetic_cbis, write_synthetic_inbreast
     from trainables.records import DatasetError

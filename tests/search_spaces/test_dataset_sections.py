@@ -85,7 +85,7 @@ def test_loader_options_round_trip_for_their_format():
     assert spec_from_dict(spec.to_dict()) == spec
     assert "birads_malignant_from" not in load_spec("smoke").to_dict()["dataset"]
 
-    from study._data import load_options
+    from study.phases._data import load_options
 
     opts = load_options(spec.dataset.options)
     assert opts.inbreast.birads_malignant_from == "4b" and not opts.cbis.calcifications

@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from study import cluster
-from study._attach import _uri_is_loopback, resolve_address
-from study._login import MlflowLogin, driver_login
 from study.cluster import HEAD_CREDENTIALS, PROJECT_ROOT, ClusterError, make_login
+from study.cluster._attach import _uri_is_loopback, resolve_address
 from study.launch import main, parse_args
+from study.tracking._login import MlflowLogin, driver_login
 
 SHIPPED = PROJECT_ROOT / "ray_cluster.yaml"
 
@@ -134,7 +134,7 @@ def test_on_the_head_the_shipped_login_is_used(tmp_path, monkeypatch):
 
 
 def test_trial_context_repr_shows_no_password():
-    from study._trial import TrialContext
+    from study.phases._trial import TrialContext
 
     ctx = TrialContext(spec=None, phase="search", rois=None, splits=(),  # type: ignore[arg-type]
                        tracking_uri="http://10.0.0.5:5000", experiment_id="1",
@@ -262,7 +262,7 @@ def test_cluster_job_passes_the_declared_trial_limit_to_the_driver():
 
 
 def test_failed_trials_are_reported_as_a_failure_with_the_reason():
-    from study._phases import TrialsFailed, _failed
+    from study.phases._run import TrialsFailed, _failed
 
     err = _failed("search", [RuntimeError("Traceback (most recent call last):\n  File x\n"
                                           "ValueError: the checkpoint is unreadable"), None])
@@ -272,7 +272,7 @@ def test_failed_trials_are_reported_as_a_failure_with_the_reason():
 
 
 def test_the_space_is_checked_against_what_the_autoscaler_can_reach():
-    from study._attach import reachable
+    from study.cluster._attach import reachable
 
     now = {"CPU": 4.0, "memory": 1e9}               # a KubeRay head; no GPU pod up yet
     assert reachable(now, None) == now

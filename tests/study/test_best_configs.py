@@ -5,8 +5,8 @@ from __future__ import annotations
 import optuna
 
 from search_spaces import load_spec, spec_from_dict
-from study._grouped import GroupedOptunaSearcher
-from study._phases import best_configs, search_groups
+from study.phases._grouped import GroupedOptunaSearcher
+from study.phases._run import best_configs, search_groups
 
 
 def _spec(mode: str):

@@ -117,7 +117,7 @@ def test_missing_explicit_weights_file_is_named(tmp_path):
 
 
 def test_a_bad_data_path_is_named_before_any_server_or_ray_starts(tmp_path):
-    from study._mlflow_proc import session_members
+    from study.tracking._proc import session_members
 
     runs = tmp_path / "runs"
     t0 = time.monotonic()

@@ -7,7 +7,7 @@ import csv
 import pytest
 
 from search_spaces import load_spec, spec_from_dict
-from study._data import prepare_data
+from study.phases._data import prepare_data
 from trainables.datasets.synthetic import SynthConfig
 from trainables.datasets.synthetic_native import write_synthetic_cbis, write_synthetic_inbreast
 from trainables.records import DatasetError

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from search_spaces import load_spec, spec_from_dict
-from study._phases import evaluation_items
-from study._trial import TrialContext, predictions_record, train_config
+from study.phases._run import evaluation_items
+from study.phases._trial import TrialContext, predictions_record, train_config
 from trainables._roiset import RoiSet
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from search_spaces import load_spec, spec_from_dict
-from study._restudy import Current, data_fingerprint, decide, executions
+from study.scheduling._restudy import Current, data_fingerprint, decide, executions
 from trainables.datasets.synthetic import SynthConfig
 from trainables.datasets.synthetic_native import write_synthetic_inbreast
 
@@ -62,7 +62,7 @@ def test_every_evaluation_run_is_tested_on_the_external_set(externally_validated
 
 @pytest.mark.slow
 def test_a_restudy_notices_a_changed_external_set(externally_validated, mlflow_client):
-    from study._data import prepare_data
+    from study.phases._data import prepare_data
 
     spec, external, study_dir, outcome, _ = externally_validated
     history = executions(mlflow_client, spec.name)

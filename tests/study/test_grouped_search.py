@@ -8,7 +8,7 @@ import pytest
 ray = pytest.importorskip("ray")
 from ray import tune  # noqa: E402
 
-from study._grouped import METRIC, Group, GroupedASHA, GroupedOptunaSearcher  # noqa: E402
+from study.phases._grouped import METRIC, Group, GroupedASHA, GroupedOptunaSearcher  # noqa: E402
 
 MAX_EPOCHS = 4
 

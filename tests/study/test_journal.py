@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from study._journal import JOURNAL_FILE, EpochJournal, logged_epochs
 from study.tracking import RunLogger, experiment_for
+from study.tracking._journal import JOURNAL_FILE, EpochJournal, logged_epochs
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from study.tracking import child_runs
 
 
 def _scratch() -> set[Path]:
-    from study._trial import SCRATCH_PREFIX
+    from study.phases._trial import SCRATCH_PREFIX
 
     return set(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"))
 
@@ -135,12 +135,12 @@ def test_launch_while_the_study_runs_elsewhere_is_refused_naming_the_holder(
         tmp_path, mlflow_server, mlflow_client, capsys):
     """A second launcher (or a scheduled re-study) must not 'continue' an execution another
     process is driving: the study lock is taken before anything is looked at or started."""
-    from study._schedule_lock import StudyLock
     from study.launch import main
+    from study.scheduling._lock import StudyLock
 
     runs = tmp_path / "runs"
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from study._schedule_lock import StudyLock;"
+        "import sys, time; from pathlib import Path; from study.scheduling._lock import StudyLock;"
         "StudyLock(Path(sys.argv[1]), command='study.launch --smoke-test').acquire();"
         "print('locked', flush=True); time.sleep(120)"), str(runs / "smoke-locked")],
         stdout=subprocess.PIPE, text=True)
@@ -165,7 +165,7 @@ def test_full_disk_before_any_trial_is_named_and_leaves_nothing_half_written(
     """The runs folder on a file system too small for the synthetic dataset: the launcher says
     the disk is full and what to do, with no traceback; once there is room, the same folder
     gives the whole dataset (the partial one was not taken for complete)."""
-    from study._data import prepare_data
+    from study.phases._data import prepare_data
     from tests._disk import small_disk
 
     with small_disk(tmp_path / "runs", "4m") as runs:
@@ -202,7 +202,7 @@ def test_trials_leave_no_checkpoint_folder_behind(smoke_study):
 
 
 def test_sweep_removes_the_folders_of_ended_workers_only(tmp_path):
-    from study._trial import SCRATCH_PREFIX, sweep_scratch
+    from study.phases._trial import SCRATCH_PREFIX, sweep_scratch
 
     ended = subprocess.Popen([sys.executable, "-c", "pass"])
     ended.wait()                                             # a pid that is gone

@@ -204,7 +204,7 @@ def test_replay_takes_only_its_servers_spills(
         proxy: FaultProxy, run_id: str, mlflow_client: MlflowClient, tmp_path: Path) -> None:
     """A spill folder shared by studies on one machine: each study replays its own server's
     files (as the next trial and the end of a study do) and leaves the others."""
-    from study import _mlflow_proc as proc
+    from study.tracking import _proc as proc
 
     proxy.inject("runs/log-batch", TRANSIENT["unavailable-503"], times=1)
     mine = RunLogger(proxy.url, run_id, policy=FAST, spill_dir=tmp_path)

@@ -2,7 +2,7 @@
 ``ray start --address`` (separate temp dirs, token authentication, both bound to this machine's
 non-loopback address), the MLflow server bound to that address with its login on, and the
 credentials on the head only, as on a cloud: trials on the worker raylet log in with what the
-driver hands them through Ray (``study._login``).
+driver hands them through Ray (``study.tracking._login``).
 
 - attached: ``python -m study.launch --address HOST:PORT`` from outside the cluster;
 - the cluster path: the head's start commands of ``ray_cluster.yaml`` replayed (login made,

@@ -6,9 +6,9 @@ from __future__ import annotations
 from ray.tune.search import Searcher
 
 from search_spaces import load_spec, spec_from_dict
-from study._grouped import METRIC, GroupedOptunaSearcher
-from study._overlap import StudySearcher
-from study._phases import evaluation_plan, search_groups
+from study.phases._grouped import METRIC, GroupedOptunaSearcher
+from study.phases._overlap import StudySearcher
+from study.phases._run import evaluation_plan, search_groups
 
 
 def _spec(mode: str = "nested", variants=("FE", "FTED", "RI")):

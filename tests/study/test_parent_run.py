@@ -13,7 +13,7 @@ import pytest
 
 from search_spaces import load_spec, shipped_path
 from study import tracking
-from study._report import table1
+from study.phases._report import table1
 from study.run import never_evaluated
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,7 +97,7 @@ def test_table1_frame_is_what_the_metrics_read():
 
 @pytest.mark.parametrize("variant", ["RI", "FE", "FTED"])
 def test_trial_params_are_what_the_regime_uses_with_effective_values(variant):
-    from study._trial import _flat_params
+    from study.phases._trial import _flat_params
     from trainables.config import TrainConfig
 
     spec = load_spec("smoke")

@@ -14,7 +14,6 @@ import optuna
 import pytest
 import sqlalchemy as sa
 
-from study import _postgres as pg
 from study.server import (
     ServerInfo,
     capacity_warning,
@@ -24,6 +23,7 @@ from study.server import (
     workers_for,
 )
 from study.tracking import RunLogger, client_for, experiment_for, start_parent_run
+from study.tracking import _postgres as pg
 
 try:
     pg.bin_dir()

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from study._progress import Progress
+from study.phases._progress import Progress
 
 
 def _trial(epochs: int, done: bool = True) -> SimpleNamespace:

@@ -11,8 +11,8 @@ ray = pytest.importorskip("ray")
 from ray import tune  # noqa: E402
 
 from study import tracking  # noqa: E402
-from study._grouped import METRIC, Group, GroupedASHA, GroupedOptunaSearcher  # noqa: E402
-from study._run_closer import RunCloser, end_state  # noqa: E402
+from study.phases._grouped import METRIC, Group, GroupedASHA, GroupedOptunaSearcher  # noqa: E402
+from study.phases._run_closer import RunCloser, end_state  # noqa: E402
 
 MAX_EPOCHS = 6
 EPOCH_S = 0.4

@@ -14,10 +14,10 @@ import numpy as np
 import optuna
 import pytest
 
-from study import _schedule_cron as cron
-from study._restudy import Current, Execution, decide, previous_values
-from study._schedule_lock import StudyLock, StudyLocked
 from study.schedule import main as schedule_main
+from study.scheduling import _cron as cron
+from study.scheduling._lock import StudyLock, StudyLocked
+from study.scheduling._restudy import Current, Execution, decide, previous_values
 
 SMOKE_SYNTH = {"seed": 0, "width": 360, "height": 584, "radius_range": (8.0, 24.0)}
 
@@ -82,7 +82,7 @@ def test_previous_values_are_typed_and_kept_inside_the_current_space():
 
 
 def test_failure_reasons_keep_paths_and_image_names_out_of_mlflow():
-    from study._restudy import failure_reason
+    from study.scheduling._restudy import failure_reason
 
     text = failure_reason("DatasetError: /data/QZXDIR/BCDR-F03: image P_QZXPAT_1.tif unreadable")
     assert text == "DatasetError: <path>: image <file> unreadable"
@@ -174,7 +174,7 @@ def test_cluster_install_prints_a_systemd_timer_and_a_cronjob(tmp_path, capsys):
 
 
 def test_warm_start_configs_are_asked_first_and_count_against_the_budget(tmp_path):
-    from study._grouped import Group, GroupedOptunaSearcher
+    from study.phases._grouped import Group, GroupedOptunaSearcher
 
     def suggest(trial):
         return {"lr": trial.suggest_float("lr", 1e-4, 1.0, log=True)}
@@ -197,7 +197,7 @@ def test_warm_start_configs_are_asked_first_and_count_against_the_budget(tmp_pat
 
 
 def test_a_salted_searcher_does_not_replay_the_previous_proposals(tmp_path):
-    from study._grouped import Group, GroupedOptunaSearcher
+    from study.phases._grouped import Group, GroupedOptunaSearcher
 
     def suggest(trial):
         return {"lr": trial.suggest_float("lr", 1e-4, 1.0, log=True)}
@@ -315,9 +315,9 @@ def _write_data(path: Path, patients: int) -> Path:
 def test_unchanged_study_is_skipped_and_a_failed_start_is_recorded(tmp_path, mlflow_server,
                                                                    mlflow_client, capsys):
     from study import tracking
-    from study._data import prepare_data
-    from study._schedule_run import ScheduledRun, load_scheduled_spec, run_once
+    from study.phases._data import prepare_data
     from study.run import _git_commit
+    from study.scheduling._run import ScheduledRun, load_scheduled_spec, run_once
 
     name = f"sched-skip-{time.time_ns()}"
     data = _write_data(tmp_path / "data", 24)
@@ -344,7 +344,7 @@ def test_unchanged_study_is_skipped_and_a_failed_start_is_recorded(tmp_path, mlf
     failed = [r for r in mlflow_client.search_runs([exp]) if r.info.status == "FAILED"]
     reason = failed[0].data.tags["failure_reason"]
     assert len(failed) == 1 and reason.startswith("data: ") and str(tmp_path) not in reason
-    from study._restudy import executions
+    from study.scheduling._restudy import executions
 
     d = decide(Current(fp, _git_commit(), spec.fingerprint()), executions(mlflow_client, name))
     assert d.run and d.trigger == "retry" and d.previous.run_id == parent
@@ -356,9 +356,9 @@ def test_unchanged_study_is_skipped_and_a_failed_start_is_recorded(tmp_path, mlf
 @pytest.mark.slow
 def test_two_executions_second_adds_patients(tmp_path, ray_local, mlflow_server,
                                              mlflow_client):
-    from study._restudy import executions
-    from study._schedule_run import ScheduledRun, run_once
     from study.run import _git_commit
+    from study.scheduling._restudy import executions
+    from study.scheduling._run import ScheduledRun, run_once
 
     name = f"sched-e2e-{time.time_ns()}"
     data = _write_data(tmp_path / "data", 24)

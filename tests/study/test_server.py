@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from study import _mlflow_proc as proc
 from study import server
 from study.server import ServerError, ServerInfo, ensure_server, server_status, stop_server
+from study.tracking import _proc as proc
 
 
 def test_shared_server_answers_on_loopback(mlflow_server: str) -> None:

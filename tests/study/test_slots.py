@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from search_spaces import load_spec
-from study._slots import live_nodes, trial_slots, trials_per_node
 from study.cluster import load_cluster_config
+from study.phases._slots import live_nodes, trial_slots, trials_per_node
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from study import _mlflow_proc as proc
 from study.server import ensure_server, stop_server
 from study.tracking import (
     PARENT_TAG,
@@ -25,6 +24,7 @@ from study.tracking import (
     start_child_run,
     start_parent_run,
 )
+from study.tracking import _proc as proc
 
 FAST = RetryPolicy(finish_wait_s=5, backoff_initial_s=0.1, backoff_max_s=0.5)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from study import _postgres as pg
+from study.tracking import _postgres as pg
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,6 +1,6 @@
 """A stopped trial that takes longer than Tune's 2 s to end (its MLflow run, over a busy or
 logged-in server) no longer costs the next trial its reused actor ("Trainable runner reuse
-requires reset_config()"): ``study._trial.allow_slow_finish``, on a real local Ray."""
+requires reset_config()"): ``study.phases._trial.allow_slow_finish``, on a real local Ray."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 import pytest
 from ray import tune
 
-from study._trial import allow_slow_finish
+from study.phases._trial import allow_slow_finish
 
 
 def _slow_to_end(config):

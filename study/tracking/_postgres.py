@@ -208,7 +208,7 @@ def _locked(paths: _Paths) -> Iterator[None]:
 
 def _postmaster_pid(paths: _Paths) -> int | None:
     """The running postmaster's pid from ``data/postmaster.pid`` when it is alive."""
-    from study._mlflow_proc import pid_alive
+    from study.tracking._proc import pid_alive
 
     try:
         pid = int((paths.data / "postmaster.pid").read_text().splitlines()[0])
@@ -291,7 +291,7 @@ def ensure_postgres(runs_dir: Path, *, timeout_s: float = 60.0) -> PostgresInfo:
                                   str(int(timeout_s)), "start"]), "pg_ctl start",
                      timeout_s + 10)
             except PostgresError as e:
-                from study._mlflow_proc import tail
+                from study.tracking._proc import tail
 
                 raise PostgresError(f"{e}\nLast lines of {paths.log}:\n{tail(paths.log)}"
                                     ) from None

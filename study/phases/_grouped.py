@@ -30,7 +30,7 @@ import optuna
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from study._optuna_links import trial_links
+from study.phases._optuna_links import trial_links
 
 log = logging.getLogger(__name__)
 

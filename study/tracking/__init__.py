@@ -22,8 +22,8 @@ from mlflow.entities import Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from study import _mlflow_limits as lim
-from study._mlflow_logger import (
+from study.tracking import _limits as lim
+from study.tracking._logger import (
     LOGGING_ERRORS_TAG,
     RetryPolicy,
     RunLogger,
@@ -146,9 +146,9 @@ def find_child_run(client: MlflowClient, exp_id: str, parent_run_id: str, *,
 
 def _patient(call: Callable[[], T], what: str, wait_s: float = START_WAIT_S) -> T:
     """``call()``, retried with backoff for up to ``wait_s`` seconds while the server answers
-    "not now" (the HTTP 400 of an exhausted pool, 5xx, 429, no answer: ``_mlflow_send``); a
+    "not now" (the HTTP 400 of an exhausted pool, 5xx, 429, no answer: ``study.tracking._send``); a
     definitive error is raised at once."""
-    from study._mlflow_send import classify_exception
+    from study.tracking._send import classify_exception
 
     deadline = time.monotonic() + wait_s
     delay = 0.5
@@ -231,7 +231,7 @@ def ui_url(tracking_uri: str, exp_id: str, run_id: str | None = None) -> str:
 
 
 def table1_metrics(table) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    """Table 1 (``study._report.table1``) as parent-run metrics, one set per variant:
+    """Table 1 (``study.phases._report.table1``) as parent-run metrics, one set per variant:
     ``table1.<V>.acc_mean`` / ``acc_std`` (test accuracy %, mean and sample std over splits),
     ``auc`` (mean test AUC), ``time_min``, ``splits``; NaN values are left out."""
     import math

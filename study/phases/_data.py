@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from search_spaces import StudySpec
-from study._restudy import data_fingerprint
+from study.scheduling._restudy import data_fingerprint
 from trainables._roiset import RoiSet
 from trainables.balance import balance_index, balance_rois
 from trainables.datasets import CbisOptions, InbreastOptions, LoadOptions, load_dataset

@@ -26,7 +26,7 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from study._grouped import METRIC, MODE, Group, GroupedOptunaSearcher
+from study.phases._grouped import METRIC, MODE, Group, GroupedOptunaSearcher
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """A study's trials in one Tune run: nested search, and each split's best evaluated as soon as
-its search has ended (:mod:`study._overlap`)."""
+its search has ended (:mod:`study.phases._overlap`)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ import optuna
 from ray import tune
 
 from search_spaces import ParamSpec, StudySpec
-from study import _trial
-from study._grouped import METRIC, MODE, Group, GroupedASHA, GroupedOptunaSearcher
-from study._overlap import EvalItems, StudySearcher
-from study._postgres import optuna_storage_url
-from study._progress import PhaseProgress, Progress
-from study._run_closer import RunCloser
+from study.phases import _trial
+from study.phases._grouped import METRIC, MODE, Group, GroupedASHA, GroupedOptunaSearcher
+from study.phases._overlap import EvalItems, StudySearcher
+from study.phases._progress import PhaseProgress, Progress
+from study.phases._run_closer import RunCloser
+from study.tracking._postgres import optuna_storage_url
 
 log = logging.getLogger(__name__)
 RUN_NAME = "study"  # Tune's run (under the storage path): search and evaluation trials
@@ -64,7 +64,8 @@ def settle(timeout_s: float = 10.0) -> None:
     Tune has ended every trial actor when ``fit`` returns, but their processes may take a
     moment to exit; a folder is removed only once its process is gone, so this waits for them
     (bounded: a live trial of another study on this machine keeps its folder). Runs are not
-    waited for: they are ended as their trials end (:class:`~study._run_closer.RunCloser`)."""
+    waited for: they are ended as their trials end
+    (:class:`~study.phases._run_closer.RunCloser`)."""
     deadline = time.monotonic() + timeout_s
     while _trial.live_scratch() and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -98,7 +99,7 @@ def run_phases(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path, *, re
                seed_salt: str = "", trials: int | None = None, slots: int = 1,
                items: EvalItems | None = None) -> tuple[GroupedOptunaSearcher, list[dict]]:
     """Search every group and evaluate each (variant, split) in one Tune run, an evaluation
-    starting as soon as its search has ended (:mod:`study._overlap`). Returns the search's
+    starting as soon as its search has ended (:mod:`study.phases._overlap`). Returns the search's
     Optuna studies and the evaluation rows (variant, split, final metrics).
 
     Evaluation: each split's best configuration is trained on the split's inner-train part
@@ -110,7 +111,7 @@ def run_phases(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path, *, re
     gets its own); ``warm_start``: group key -> configurations to evaluate first (the previous
     execution's best); ``seed_salt``: mixed into the TPE seeds (a re-study: the previous run's
     id, so it proposes other points); ``trials``: a re-study's smaller budget per group;
-    ``slots``: trials at once (what the cluster can reach, :mod:`study._slots`); ``items``:
+    ``slots``: trials at once (what the cluster can reach, :mod:`study.phases._slots`); ``items``:
     the evaluation trials of a chosen configuration (default: one per training seed,
     :func:`seed_items`)."""
     items = items or seed_items(spec)
@@ -227,7 +228,7 @@ def evaluation_items(spec: StudySpec, configs: dict[tuple[str, int], dict]) -> l
     """The evaluation trials: one item per (variant, split) configuration and training seed
     (``evaluation.seeds`` of them: ``train.seed``, ``train.seed + 1``, …), each a dict with
     ``variant``, ``split``, ``seed`` and the configuration's values. The trial trains with the
-    item's ``seed`` (``study._trial.train_config``)."""
+    item's ``seed`` (``study.phases._trial.train_config``)."""
     items = seed_items(spec)
     return [item for (v, k), values in configs.items() for item in items(v, k, values)]
 

@@ -54,7 +54,7 @@ TOKEN_FILE = "~/.ray/auth_token"
 # the MLflow login (one line user:password, mode 0600): made on your machine by `python -m
 # study.cluster login` (the launcher does it when missing), shipped by file_mounts, read by the
 # head's MLflow server and by the study driver (TLSTUDY_MLFLOW_CREDENTIALS); trials get it
-# from the driver through Ray (study._login), never through argv, env printed or logs
+# from the driver through Ray (study.tracking._login), never through argv, env printed or logs
 HEAD_CREDENTIALS = "~/.tlstudy/mlflow_credentials"
 LOGIN_USER = "tlstudy"
 JOB_EXCLUDES = [".venv", ".git", "runs", "**/__pycache__", "*.egg-info", ".pytest_cache",

@@ -10,7 +10,8 @@ What differs from a local study:
   the managed server binds the address this machine has on the cluster's network (the
   driver's Ray node address) and so turns MLflow's login on: the driver needs credentials
   (``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD`` or ``TLSTUDY_MLFLOW_CREDENTIALS``);
-  trials get them from the driver through Ray (``study._login``), the other machines need none.
+  trials get them from the driver through Ray (``study.tracking._login``), the other
+  machines need none.
   A cluster whose nodes all share the driver's loopback address keeps a loopback server.
 - Storage: a cluster spanning several machines needs ``--storage-path`` on storage every node
   reaches (Tune writes trial checkpoints there), as with ``--cluster``.

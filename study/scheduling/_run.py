@@ -17,8 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from search_spaces import SpecError, StudySpec
-from study._restudy import Current, Decision, Restudy, decide, executions, warm_start_configs
-from study._schedule_lock import StudyLock, StudyLocked
+from study.scheduling._lock import StudyLock, StudyLocked
+from study.scheduling._restudy import (
+    Current,
+    Decision,
+    Restudy,
+    decide,
+    executions,
+    warm_start_configs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +120,7 @@ def _run_locked(run: ScheduledRun, spec: StudySpec, runs: Path, uri: str,
                 extra: dict[str, Any], echo: Callable[[str], Any],
                 err: Callable[[str], Any]) -> int:
     from study import tracking
-    from study._data import prepare_data
+    from study.phases._data import prepare_data
     from study.run import _git_commit, run_study
     from trainables.records import DatasetError
 
@@ -169,8 +176,8 @@ def record_failure(client: Any, spec: StudySpec, reason: str, *, trigger: str) -
     read, Ray did not start ...), so that the failure shows in MLflow and the next run
     retries."""
     from study import tracking
-    from study._restudy import failure_reason
     from study.run import _git_commit
+    from study.scheduling._restudy import failure_reason
 
     exp = tracking.experiment_for(client, spec.name)
     run_id = tracking.start_parent_run(

@@ -8,7 +8,7 @@ anonymous sample ids). A trial restarted from its checkpoint (a crash, a lost no
 disk, a resumed study) finds its MLflow run id in the checkpoint and keeps logging to the same
 run, set RUNNING again and tagged with the worker (``node_id``, ``host``, ``worker_pid``) and the
 checkpoint (``restored_from``) it goes on from; each epoch is in its history once
-(:mod:`study._journal`).
+(:mod:`study.tracking._journal`).
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from ray import tune
 
 from search_spaces import StudySpec
 from search_spaces.spec import Phase
-from study._journal import EpochJournal, logged_epochs
-from study._login import MlflowLogin
-from study._mlflow_proc import pid_alive
-from study._restudy import failure_reason
+from study.scheduling._restudy import failure_reason
+from study.tracking._journal import EpochJournal, logged_epochs
+from study.tracking._login import MlflowLogin
+from study.tracking._proc import pid_alive
 from trainables._roiset import RoiSet
 from trainables.config import TrainConfig
 from trainables.splits import Split
@@ -63,7 +63,7 @@ def train_config(config: dict[str, Any], ctx: TrialContext) -> TrainConfig:
     """The Tune config (variant, split, searched values) + the study's settings for the phase.
 
     CPU threads default to the CPUs the trial was given; an evaluation item's ``seed``
-    (``study._phases.evaluation_items``) replaces ``train.seed``."""
+    (``study.phases._run.evaluation_items``) replaces ``train.seed``."""
     values = searched_values(config)
     data = ctx.spec.trial_config(config["variant"], values, phase=phase_of(config, ctx))
     if config.get("seed") is not None:
@@ -90,7 +90,7 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
 
     config = config.get("cfg", config)
     ctx = dataclasses.replace(ctx, phase=phase_of(config, ctx))
-    if ctx.login is not None:  # a worker node has no credentials of its own (study._login)
+    if ctx.login is not None:  # a worker node has no credentials of its own (study.tracking._login)
         ctx.login.apply()
     allow_slow_finish()
 
@@ -133,7 +133,7 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
             written = int(metrics["checkpoint_epoch"])
             journal.record(last_epoch[0], numeric, written)
             journal.send(logger)  # before Tune has it: a stopped trial's worker may be torn
-            logger.flush()        # down right after report() (see study/_journal.py)
+            logger.flush()        # down right after report() (see study/tracking/_journal.py)
             checkpoint = None     # Tune copies a checkpoint only when one was written
             if written != handed[0]:
                 handed[0] = written
@@ -243,7 +243,7 @@ def sweep_scratch(root: Path | None = None) -> list[Path]:
 def _reopen(client: Any, run_id: str, work: Path, checkpoint: str,
             where: dict[str, str]) -> EpochJournal:
     """A trial restarted from its checkpoint: the same run, RUNNING again; its journal squared
-    with what MLflow holds (``study._journal``). Adds the run's new tags to ``where``."""
+    with what MLflow holds (``study.tracking._journal``). Adds the run's new tags to ``where``."""
     journal = EpochJournal.restore(work, logged_epochs(client, run_id))
     where["restored_from"] = checkpoint
     again = journal.retrained()

@@ -4,7 +4,7 @@ Why not ``mlflow.log_metric`` or Ray's ``MLflowLoggerCallback``: both send one H
 value, and both raise (after MLflow's own retries, minutes) when the server is away, which
 would either stall or kill a trial. Here everything goes into a buffer first and leaves in
 ``log-batch`` requests inside MLflow's limits — params, tags and metrics together, so a trial's
-epoch costs one request — each sent once (``study._mlflow_send``), with the logger's own
+epoch costs one request — each sent once (``study.tracking._send``), with the logger's own
 exponential backoff between attempts. What the server answers decides (``Answer.verdict``):
 
 * transient (no answer, 5xx, 429, the HTTP 400 of an exhausted SQLAlchemy pool): kept in the
@@ -41,8 +41,8 @@ from typing import Any, Literal
 
 from mlflow.tracking import MlflowClient
 
-from study import _mlflow_limits as lim
-from study._mlflow_send import (
+from study.tracking import _limits as lim
+from study.tracking._send import (
     Answer,
     Sender,
     classify_exception,
