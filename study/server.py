@@ -62,9 +62,10 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from study.tracking import _proc as proc
+from study.tracking._proc import ServiceFiles
 
 logger = logging.getLogger(__name__)
 
@@ -135,8 +136,8 @@ class ServerStatus:
 
 
 @dataclass(frozen=True)
-class _Paths:
-    root: Path
+class _Paths(ServiceFiles):
+    STEM: ClassVar[str] = "server"
 
     @property
     def db(self) -> Path:
@@ -145,18 +146,6 @@ class _Paths:
     @property
     def artifacts(self) -> Path:
         return self.root / "artifacts"
-
-    @property
-    def record(self) -> Path:
-        return self.root / "server.json"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "server.log"
-
-    @property
-    def lock(self) -> Path:
-        return self.root / "server.lock"
 
     @property
     def auth_config(self) -> Path:

@@ -43,6 +43,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
+
+from study.tracking._proc import ServiceFiles
 
 DB_USER = "tlstudy"
 SERVICE_USER = "postgres"  # who runs the database when we are root
@@ -85,24 +88,12 @@ class PostgresInfo:
 
 
 @dataclass(frozen=True)
-class _Paths:
-    root: Path
+class _Paths(ServiceFiles):
+    STEM: ClassVar[str] = "postgres"
 
     @property
     def data(self) -> Path:
         return self.root / "data"
-
-    @property
-    def record(self) -> Path:
-        return self.root / "postgres.json"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "postgres.log"
-
-    @property
-    def lock(self) -> Path:
-        return self.root / "postgres.lock"
 
     @property
     def socket(self) -> Path:

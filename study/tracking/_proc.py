@@ -13,7 +13,9 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 _PROC = Path("/proc")
 
@@ -144,3 +146,24 @@ def tail(path: Path, n_lines: int = 30) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-n_lines:])
+
+
+@dataclass(frozen=True)
+class ServiceFiles:
+    """The files a managed service (the MLflow server, PostgreSQL) keeps in its folder:
+    ``<STEM>.json`` (pid, port, ...), ``<STEM>.log`` and ``<STEM>.lock``."""
+
+    root: Path
+    STEM: ClassVar[str] = "service"
+
+    @property
+    def record(self) -> Path:
+        return self.root / f"{self.STEM}.json"
+
+    @property
+    def log(self) -> Path:
+        return self.root / f"{self.STEM}.log"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / f"{self.STEM}.lock"
