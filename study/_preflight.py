@@ -8,7 +8,6 @@ seconds instead of inside every Ray trial minutes later.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +31,10 @@ class Weights:
     variants: tuple[str, ...]
 
     def sha256(self) -> str:
-        h = hashlib.sha256()
-        with self.path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()
+        """The file's SHA-256 (the one a checkpoint records: ``trainables.checkpoint``)."""
+        from trainables.checkpoint import file_sha256
+
+        return file_sha256(self.path)
 
 
 def variants_needing_weights(spec: StudySpec) -> tuple[str, ...]:
