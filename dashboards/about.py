@@ -31,11 +31,17 @@ def _dataset(spec: dict[str, Any], tags: dict[str, str]) -> str:
 
 def _splits(spec: dict[str, Any], tags: dict[str, str]) -> str:
     s = spec.get("splits") or {}
-    scheme = {"repeated": "repeated hold-out", "kfold": "k-fold"}.get(s.get("scheme", ""),
-                                                                     s.get("scheme", "?"))
-    parts = [f"{s.get('n_splits', '?')} outer split(s), {scheme}"]
-    if s.get("test_fraction") is not None:
-        parts.append(f"test fraction {s['test_fraction']}")
+    scheme = s.get("scheme", "repeated")  # specs from before k-fold have no scheme
+    if s.get("mode") == "official":
+        parts = ["the dataset's official train/test split"]
+    elif scheme == "kfold":
+        repeats = int(s.get("repeats", 1) or 1)
+        parts = [f"{s.get('n_splits', '?')}-fold cross-validation"
+                 + (f" × {repeats} repeats" if repeats > 1 else "") + " (disjoint test folds)"]
+    else:
+        parts = [f"{s.get('n_splits', '?')} outer split(s), repeated hold-out"]
+        if s.get("test_fraction") is not None:
+            parts.append(f"test fraction {s['test_fraction']}")
     if s.get("val_fraction") is not None:
         parts.append(f"inner validation {s['val_fraction']}")
     return ", ".join(parts) + f"; grouped by {s.get('mode', tags.get('split_mode', '?'))}"

@@ -45,7 +45,7 @@ import yaml
 
 from search_spaces import SpecError, StudySpec, check_resources
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 HEAD_CONFIG = "~/ray_bootstrap_config.yaml"   # where Ray's launcher puts the config on the head
 HEAD_RUNS_DIR = "~/tlstudy-runs"              # the head's --runs-dir: MLflow store, data, Optuna
 HEAD_JOB_ADDRESS = "http://127.0.0.1:8265"    # the job server, as seen on the head

@@ -328,7 +328,8 @@ def test_the_first_screen_says_what_the_study_is_and_what_to_read_first(known_re
     assert rows["status"].startswith(runs.parent_status)
     assert rows["model"].startswith("efficientnet_lite0, ImageNet weights")
     assert "variants RI, FE, 1FT, FTED" in rows["model"]
-    assert rows["splits"].startswith(f"{runs.n_splits} outer split(s), repeated hold-out")
+    assert rows["splits"].startswith(f"{runs.n_splits}-fold cross-validation (disjoint test "
+                                     "folds), inner validation")
     assert "3 trials per variant × split, ASHA up to 4 epochs" in rows["budgets"]
     assert "up to 40 epochs" in rows["budgets"]
     warnings = study_warnings(runs)
