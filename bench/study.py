@@ -58,6 +58,19 @@ def launch(space: str, study: str, runs_dir: Path, code: Path) -> float:
     return time.monotonic() - t0
 
 
+def start_server(runs_dir: Path, code: Path) -> tuple[str, Path]:
+    """The runs folder's managed MLflow server, started by ``code``'s own ``study.server``
+    (its launcher then finds it); returns its URL and access log."""
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    out = subprocess.run([sys.executable, "-m", "study.server", "start", "--study-dir",
+                          str(runs_dir)], cwd=code, env=env, check=True, capture_output=True,
+                         text=True).stdout
+    url = re.search(r"http://127\.0\.0\.1:\d+", out)
+    if url is None:
+        raise SystemExit(f"no server URL in: {out}")
+    return url.group(0), runs_dir / "mlflow" / "server.log"
+
+
 def local_slots(space: str) -> int:
     """Trials at once on this machine (its cores ÷ the space's CPUs per trial)."""
     from search_spaces import load_spec
@@ -131,10 +144,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--no-bytes", action="store_true", help="skip the checkpoint-size part")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
-    from study.server import ensure_server
-
     runs_dir = args.runs_dir.resolve()
-    info = ensure_server(runs_dir, timeout_s=180)  # warm: answering before the first study
+    url, log_path = start_server(runs_dir, args.code.resolve())  # warm before the first study
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=args.code,
                             capture_output=True, text=True).stdout.strip()
     out: dict = {"label": args.label or commit, "commit": commit,
@@ -144,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
         study = f"bench-{space}-{int(time.time())}"
         print(f"{space}: running {study} ...", flush=True)
         wall = launch(space, study, runs_dir, args.code.resolve())
-        res = {"wall_s": wall, **analyse(info.url, study, info.log_path, local_slots(space))}
+        res = {"wall_s": wall, **analyse(url, study, log_path, local_slots(space))}
         out["studies"][space] = res
         print(f"{space}: {res['trials']} trials, {res['trial_epochs']} trial-epochs, "
               f"{res['slots']} slots, {wall:.0f} s wall\n"
