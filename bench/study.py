@@ -25,6 +25,7 @@ the same server, so before/after come from one run of this script on one machine
     python bench/study.py                                   # smoke + quick: ~10 min on 2 cores
     python bench/study.py --spaces smoke --no-bytes         # ~2 min
     python bench/study.py --json bench/results/study-after.json
+    python bench/study.py --compare bench/results/study-before.json bench/results/study-after.json
 """
 
 from __future__ import annotations
@@ -133,6 +134,45 @@ def analyse(tracking_uri: str, study: str, log: Path, slots: int) -> dict:
     }
 
 
+def request_fit(studies: dict[str, dict]) -> dict[str, float]:
+    """Requests = a · trials + b · trial-epochs, least squares over the studies run (two or
+    more with different epochs per trial): b is what one more epoch costs the server, a what
+    one more trial costs (create the run, its params and tags, final metrics, artifacts)."""
+    if len(studies) < 2:
+        return {}
+    x = np.array([[r["trials"], r["trial_epochs"]] for r in studies.values()], dtype=float)
+    out = {}
+    for name, pick in (("all", lambda q: q["all"]),
+                       ("log_batch_health", lambda q: q["log-batch"] + q["health"])):
+        y = np.array([pick(r["requests"]) for r in studies.values()], dtype=float)
+        (per_trial, per_epoch), *_ = np.linalg.lstsq(x, y, rcond=None)
+        out[f"{name}_per_trial"], out[f"{name}_per_trial_epoch"] = per_trial, per_epoch
+    return out
+
+
+def compare(paths: list[Path]) -> None:
+    """Print measurements side by side (e.g. before/after JSON files of this script)."""
+    runs = [json.loads(p.read_text()) for p in paths]
+    print(f"{'':44}" + "".join(f"{r['label'][:18]:>20}" for r in runs))
+    for space in runs[0]["studies"]:
+        rows = [("passes / slot-time held by trials (%)", "passes_share_of_held", 100),
+                ("passes / (slots x wall of the trials) (%)", "passes_share_of_slots", 100),
+                ("fixed seconds per trial (fit)", "fixed_s_per_trial", 1),
+                ("overhead seconds per epoch (fit)", "overhead_s_per_epoch", 1),
+                ("wall of the trials (s)", "phases_wall_s", 1),
+                ("log-batch + health per trial-epoch", "per_epoch_requests_per_trial_epoch", 1)]
+        print(f"{space}:")
+        for title, key, scale in rows:
+            print(f"  {title:<42}" + "".join(
+                f"{scale * r['studies'][space][key]:>20.2f}" for r in runs))
+    fits = [request_fit(r["studies"]) for r in runs]
+    if all(fits):
+        print("requests, least squares over the studies (a per trial + b per trial-epoch):")
+        for key in ("log_batch_health_per_trial_epoch", "log_batch_health_per_trial",
+                    "all_per_trial"):
+            print(f"  {key:<42}" + "".join(f"{f[key]:>20.2f}" for f in fits))
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -143,7 +183,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--label", default=None, help="a name for this measurement in the JSON")
     p.add_argument("--no-bytes", action="store_true", help="skip the checkpoint-size part")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--compare", type=Path, nargs="+", default=None,
+                   help="print earlier JSON results side by side, run nothing")
     args = p.parse_args(argv)
+    if args.compare:
+        compare(args.compare)
+        return {}
     runs_dir = args.runs_dir.resolve()
     url, log_path = start_server(runs_dir, args.code.resolve())  # warm before the first study
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=args.code,
@@ -168,6 +213,12 @@ def main(argv: list[str] | None = None) -> dict:
               f"  MLflow requests per trial-epoch: {res['requests_per_trial_epoch']:.2f} all, "
               f"{res['per_epoch_requests_per_trial_epoch']:.2f} log-batch + health",
               flush=True)
+    out["request_fit"] = request_fit(out["studies"])
+    if out["request_fit"]:
+        f = out["request_fit"]
+        print(f"MLflow requests (fit over the studies): "
+              f"{f['log_batch_health_per_trial_epoch']:.2f} log-batch + health per trial-epoch, "
+              f"{f['all_per_trial']:.1f} of any kind per trial")
     if not args.no_bytes:
         import checkpoint_bytes
 
