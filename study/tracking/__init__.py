@@ -1,275 +1,36 @@
-"""The study's MLflow layout: experiment per study, parent run per execution, child per trial.
+"""Tracking: the study's MLflow layout and everything that talks to the tracking server.
 
-All functions take an explicit ``MlflowClient`` (``client_for(uri)``); nothing here sets
-MLflow's global tracking URI or active run. Children are nested with the ``mlflow.parentRunId``
-tag and carry ``phase``, ``variant``, ``split`` and ``trial`` tags, which together identify a
-trial: starting the same child twice (a trial restored from its checkpoint, a resumed study)
-returns the existing run instead of a duplicate.
-
-Per-epoch metrics, params, tags and artifacts go through ``RunLogger`` (batched, buffered while
-the server is away); every run is ended by ``RunLogger.finish`` or, after a crash or Ctrl-C,
-by ``close_dangling_runs``.
+``study.tracking`` exposes the run layout (:mod:`study.tracking._runs`: experiment per study,
+parent run per execution, child run per trial, the trial logger); its modules are the server
+process helpers (``_proc``), the PostgreSQL store (``_postgres``), the logger's sending and
+retry rules (``_logger``, ``_send``, ``_limits``), the epoch journal (``_journal``) and the
+cluster login (``_login``). The names are loaded on first use (PEP 562), so that importing
+a light helper such as ``study.tracking._proc`` (``python -m study.server --help``) does not
+import MLflow.
 """
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Callable, Mapping
-from typing import TypeVar
-
-from mlflow.entities import Param, RunTag, ViewType
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
-
-from study.tracking import _limits as lim
-from study.tracking._logger import (
-    LOGGING_ERRORS_TAG,
-    RetryPolicy,
-    RunLogger,
-    TerminalStatus,
-    default_spill_dir,
-    replay_spilled,
-)
-
-logger = logging.getLogger(__name__)
+import importlib
+from typing import Any
 
 __all__ = [
-    "LOGGING_ERRORS_TAG", "PARENT_TAG", "RetryPolicy", "RunLogger", "TerminalStatus",
+    "EXPERIMENT_KIND_TAG", "LOGGING_ERRORS_TAG", "NOTE_TAG", "PARENT_TAG", "UI_QUERY", "RetryPolicy", "RunLogger", "TerminalStatus",
     "child_runs", "client_for", "close_dangling_runs", "default_spill_dir", "describe_parent",
     "experiment_for", "find_child_run", "log_table1", "replay_spilled", "start_child_run",
     "start_parent_run", "table1_metrics", "ui_url",
 ]
 
-T = TypeVar("T")
-START_WAIT_S = 120.0  # how long a trial's start waits out a busy server (pool exhausted, 5xx)
 
-PARENT_TAG = "mlflow.parentRunId"
-RUN_NAME_TAG = "mlflow.runName"
-NOTE_TAG = "mlflow.note.content"  # the run's "Description" (Markdown) in the MLflow UI
-#: Says the experiment is classic model training (MLflow 3.x's own kinds); what the UI opens
-#: on is decided by ``UI_QUERY`` in the address (see ``ui_url``).
-EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
-TRIAL_KEYS = ("phase", "variant", "split", "trial")
-
-
-def client_for(tracking_uri: str) -> MlflowClient:
-    """An ``MlflowClient`` bound to ``tracking_uri`` (no global state touched)."""
-    return MlflowClient(tracking_uri=tracking_uri)
+def __getattr__(name: str) -> Any:
+    if name not in __all__:  # a submodule (``from study.tracking import _proc``) or a probe
+        raise AttributeError(f"module 'study.tracking' has no attribute {name!r}")
+    runs = importlib.import_module("study.tracking._runs")
+    try:
+        return getattr(runs, name)
+    except AttributeError:
+        raise AttributeError(f"module 'study.tracking' has no attribute {name!r}") from None
 
 
-def experiment_for(client: MlflowClient, study_name: str) -> str:
-    """The id of the experiment named ``study_name``, created if missing (restored if it was
-    deleted in the UI; safe when two processes race to create it)."""
-    if not study_name or not study_name.strip():
-        raise ValueError("study name must be a non-empty string")
-    exp = client.get_experiment_by_name(study_name)
-    if exp is None:
-        try:
-            return client.create_experiment(study_name,
-                                            tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
-        except MlflowException as e:
-            exp = client.get_experiment_by_name(study_name)
-            if exp is None:
-                raise
-            logger.debug("experiment %r created concurrently (%s)", study_name, e)
-    if exp.lifecycle_stage == "deleted":
-        logger.warning("experiment %r was deleted; restoring it", study_name)
-        client.restore_experiment(exp.experiment_id)
-    if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
-        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
-    return exp.experiment_id
-
-
-def _tag_list(tags: Mapping[str, object]) -> list[RunTag]:
-    return [RunTag(lim.check_key(k, "tag"), lim.truncate(v, lim.MAX_TAG_VAL_LENGTH))
-            for k, v in tags.items()]
-
-
-def start_parent_run(client: MlflowClient, exp_id: str, *,
-                     tags: Mapping[str, object] | None = None,
-                     run_name: str | None = None) -> str:
-    """Create the run of one study execution (RUNNING) and return its id.
-
-    A re-study passes the previous parent's id in ``tags`` (e.g. ``previous_run_id``)."""
-    all_tags = dict(tags or {})
-    if run_name is not None:
-        all_tags[RUN_NAME_TAG] = run_name
-    run = client.create_run(exp_id, tags={t.key: t.value for t in _tag_list(all_tags)},
-                            run_name=run_name)
-    return run.info.run_id
-
-
-def _trial_tags(phase: str, variant: str, split: int | str, trial: int | str) -> dict[str, str]:
-    return {"phase": str(phase), "variant": str(variant), "split": str(split),
-            "trial": str(trial)}
-
-
-def _quote(value: str) -> str:
-    if "'" in value:
-        raise ValueError(f"tag value {value!r} may not contain a single quote")
-    return f"'{value}'"
-
-
-def child_runs(client: MlflowClient, exp_id: str, parent_run_id: str, *,
-               status: str | None = None, **tag_filter: object) -> list:
-    """All child runs of ``parent_run_id`` (``mlflow.entities.Run``), optionally only those with
-    ``status`` (e.g. "RUNNING") and the given tag values (e.g. ``phase="search"``)."""
-    clauses = [f"tags.`{PARENT_TAG}` = {_quote(parent_run_id)}"]
-    if status is not None:
-        clauses.append(f"attributes.status = {_quote(status)}")
-    clauses += [f"tags.`{k}` = {_quote(str(v))}" for k, v in tag_filter.items()]
-    runs: list = []
-    token = None
-    while True:
-        page = client.search_runs([exp_id], filter_string=" and ".join(clauses),
-                                  run_view_type=ViewType.ACTIVE_ONLY, max_results=1000,
-                                  page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
-def find_child_run(client: MlflowClient, exp_id: str, parent_run_id: str, *,
-                   phase: str, variant: str, split: int | str,
-                   trial: int | str) -> str | None:
-    """The id of the child run for this trial, or None."""
-    found = child_runs(client, exp_id, parent_run_id,
-                       **_trial_tags(phase, variant, split, trial))
-    if len(found) > 1:
-        logger.warning("%d runs for trial %s/%s/%s/%s under %s; using the oldest", len(found),
-                       phase, variant, split, trial, parent_run_id)
-    found.sort(key=lambda r: r.info.start_time or 0)
-    return found[0].info.run_id if found else None
-
-
-def _patient(call: Callable[[], T], what: str, wait_s: float = START_WAIT_S) -> T:
-    """``call()``, retried with backoff for up to ``wait_s`` seconds while the server answers
-    "not now" (the HTTP 400 of an exhausted pool, 5xx, 429, no answer: ``study.tracking._send``); a
-    definitive error is raised at once."""
-    from study.tracking._send import classify_exception
-
-    deadline = time.monotonic() + wait_s
-    delay = 0.5
-    while True:
-        try:
-            return call()
-        except Exception as e:
-            answer = classify_exception(e)
-            if answer.verdict != "transient" or time.monotonic() + delay > deadline:
-                raise
-            logger.warning("MLflow busy during %s (%s); retrying in %.1f s", what,
-                           answer.detail[:200], delay)
-            time.sleep(delay)
-            delay = min(2 * delay, 10.0)
-
-
-def start_child_run(client: MlflowClient, exp_id: str, parent_run_id: str, *,
-                    phase: str, variant: str, split: int | str, trial: int | str,
-                    params: Mapping[str, object] | None = None,
-                    tags: Mapping[str, object] | None = None,
-                    run_name: str | None = None) -> str:
-    """Create (or reopen) the child run of one trial under ``parent_run_id``; return its id.
-
-    Tags: ``mlflow.parentRunId``, ``phase``, ``variant``, ``split``, ``trial`` plus ``tags``;
-    params are logged at once (values truncated to MLflow's limit). If a child with the same
-    phase/variant/split/trial exists (restarted trial, resumed study) it is reused and set back
-    to RUNNING, so MLflow holds one run per trial. The default run name is
-    ``{phase}-{variant}-s{split}-t{trial}``. A busy server (pool exhausted, 5xx) is waited out
-    for up to ``START_WAIT_S`` rather than failing the trial.
-    """
-    ident = _trial_tags(phase, variant, split, trial)
-    found = _patient(lambda: find_child_run(client, exp_id, parent_run_id, **ident), "search")
-    if found is not None:
-        run_id = found
-        logger.info("reusing MLflow run %s for trial %s", run_id, ident)
-        _patient(lambda: client.update_run(run_id, status="RUNNING"), "update-run")
-        _patient(lambda: client.log_batch(run_id, tags=_tag_list(dict(tags or {}))),
-                 "log-batch")
-    else:
-        name = run_name or f"{phase}-{variant}-s{split}-t{trial}"
-        all_tags = {**dict(tags or {}), **ident, PARENT_TAG: parent_run_id, RUN_NAME_TAG: name}
-        run = _patient(lambda: client.create_run(
-            exp_id, tags={t.key: t.value for t in _tag_list(all_tags)}, run_name=name),
-            "create-run")
-        run_id = run.info.run_id
-    if params:
-        plist = [Param(lim.check_key(k, "param"), lim.truncate(v, lim.MAX_PARAM_VAL_LENGTH))
-                 for k, v in params.items()]
-        for batch in lim.chunks(plist, lim.MAX_PARAMS_TAGS_PER_BATCH,
-                                lambda p: 64 + len(p.key) + len(p.value)):
-            _patient(lambda b=batch: client.log_batch(run_id, params=b), "log-batch")
-    return run_id
-
-
-def close_dangling_runs(client: MlflowClient, exp_id: str, parent_run_id: str,
-                        status: TerminalStatus = "KILLED") -> list[str]:
-    """End every child of ``parent_run_id`` still RUNNING with ``status`` (after Ctrl-C or a
-    crash, so no run stays RUNNING). Returns the ids it ended. The parent is left alone."""
-    ended = []
-    for run in child_runs(client, exp_id, parent_run_id, status="RUNNING"):
-        client.set_terminated(run.info.run_id, status=status)
-        ended.append(run.info.run_id)
-    if ended:
-        logger.warning("ended %d RUNNING child run(s) of %s as %s", len(ended), parent_run_id,
-                       status)
-    return ended
-
-
-#: The MLflow 3.17 UI opens an experiment or run on its GenAI views unless the URL (or the
-#: user's last choice, kept in the browser) asks for the model-training ones; the
-#: ``mlflow.experimentKind`` tag alone does not (checked in headless Chromium).
-UI_QUERY = "?workflowType=machine_learning"
-
-
-def ui_url(tracking_uri: str, exp_id: str, run_id: str | None = None) -> str:
-    """The MLflow UI address of an experiment (its runs table) or a run, opening on the
-    model-training view."""
-    base = f"{tracking_uri.rstrip('/')}/#/experiments/{exp_id}"
-    return f"{base}/runs/{run_id}{UI_QUERY}" if run_id else f"{base}{UI_QUERY}"
-
-
-def table1_metrics(table) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    """Table 1 (``study.phases._report.table1``) as parent-run metrics, one set per variant:
-    ``table1.<V>.acc_mean`` / ``acc_std`` (test accuracy %, mean and sample std over splits),
-    ``auc`` (mean test AUC), ``time_min``, ``splits``; NaN values are left out."""
-    import math
-
-    names = {"accuracy_%": "acc_mean", "std_%": "acc_std", "auc": "auc", "time_min": "time_min",
-             "splits": "splits"}
-    out: dict[str, float] = {}
-    for row in table.to_dict(orient="records"):
-        for column, short in names.items():
-            value = row.get(column)
-            if value is not None and not (isinstance(value, float) and math.isnan(value)):
-                out[f"table1.{row['variant']}.{short}"] = float(value)
-    return out
-
-
-def log_table1(run_logger: RunLogger, table) -> None:  # type: ignore[no-untyped-def]
-    """Table 1 on the parent run: as metrics (the runs table's columns) and as its
-    description, so the parent run page shows the results where a user lands."""
-    run_logger.metrics(0, table1_metrics(table))
-    run_logger.tags({NOTE_TAG: describe_parent(table)})
-
-
-def describe_parent(table, *, report: str | None = None,  # type: ignore[no-untyped-def]
-                    verdict: str | None = None, warnings: list[str] | None = None) -> str:
-    """The parent run's Markdown description: Table 1, the re-study verdict, warnings and
-    where the report is."""
-    lines = ["**Table 1** (test accuracy %, mean ± sample std over splits; mean test AUC)", "",
-             "| variant | accuracy % | std % | AUC | time min | splits |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for r in table.to_dict(orient="records"):
-        lines.append(f"| {r['variant']} | {r['accuracy_%']:.2f} | {r['std_%']:.2f} | "
-                     f"{r['auc']:.3f} | {r['time_min']:.2f} | {int(r['splits'])} |")
-    if not len(table):
-        lines.append("| (no variant evaluated) | | | | | |")
-    if verdict:
-        lines += ["", f"**Re-study verdict:** {verdict}"]
-    for w in warnings or []:
-        lines += ["", f"**Warning:** {w}"]
-    lines += ["", "Full report (tables with CIs, ROC curves, statistics): "
-              + (report or "`report/report.html` in this run's Artifacts")]
-    return lim.truncate("\n".join(lines), lim.MAX_TAG_VAL_LENGTH)
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -25,16 +25,34 @@ def _run(*argv: str, env: dict[str, str] | None = None,
                           env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
 
 
+#: what makes ``--help`` slow (seconds to import each on 2 cores); none is needed to answer it
+HEAVY = ("torch", "ray", "mlflow", "optuna", "timm", "torchvision", "matplotlib", "sklearn")
+
+_HELP_PROBE = """
+import runpy, sys
+sys.argv = [{module!r}, "--help"]
+try:
+    runpy.run_module({module!r}, run_name="__main__", alter_sys=True)
+except SystemExit as e:
+    code = e.code
+print("\\nHEAVY:" + ",".join(sorted(m for m in {heavy!r} if m in sys.modules)))
+sys.exit(code)
+"""
+
+
 @pytest.mark.parametrize("module", COMMANDS)
-def test_help_is_fast_with_examples_and_exit_codes(module):
-    _run(module, "--help")  # warm the file cache: the first import of a tree reads the disk
-    t0 = time.monotonic()
-    done = _run(module, "--help")
-    took = time.monotonic() - t0
+def test_help_answers_with_examples_and_exit_codes_and_imports_nothing_heavy(module):
+    """``--help`` is fast because it imports none of the heavy libraries (a count, not a
+    timing: how long they take to import depends on the machine and its load)."""
+    done = subprocess.run([sys.executable, "-c", _HELP_PROBE.format(module=module,
+                                                                    heavy=HEAVY)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr
     text = done.stdout.lower()
     assert "exit status" in text and "example" in text
-    assert took < 2.0, f"{module} --help took {took:.1f} s"
+    heavy = done.stdout.rsplit("HEAVY:", 1)[1].strip()
+    assert heavy == "", f"{module} --help imports {heavy}"
 
 
 @pytest.mark.parametrize("module", ("study.launch", "study.schedule", "study.server",
