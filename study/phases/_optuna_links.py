@@ -2,8 +2,8 @@
 
 Each search trial gets the user attributes ``mlflow_run_id`` and ``mlflow_url`` (the run's
 page in the MLflow UI) before Optuna is told its outcome (a finished trial's attributes can
-no longer change). Trials that ran to the end report their run id; for the ones ASHA stopped
-it is found by the child run's ``trial`` tag (the Tune trial id). The study's objective is
+no longer change). Every report of a trial carries its run id; a trial that never reported
+(it failed at its start) gets no link. The study's objective is
 named ``val_loss`` (what optuna-dashboard shows on its axes).
 
     optuna-dashboard sqlite:///runs/<study>/optuna.db
@@ -27,17 +27,11 @@ def trial_links(attrs: Mapping[str, Any], trial_id: str,
     """``{"tune_trial_id", "mlflow_run_id", "mlflow_url"}`` of one search trial (the MLflow
     keys left out when its run cannot be found: a link is never worth failing a study)."""
     out = {"tune_trial_id": trial_id}
-    uri, exp, parent = attrs.get(URI_ATTR), attrs.get(EXPERIMENT_ATTR), attrs.get(PARENT_ATTR)
+    uri, exp = attrs.get(URI_ATTR), attrs.get(EXPERIMENT_ATTR)
+    # every report carries the trial's run id; no lookup in MLflow here: this runs in Tune's
+    # driver loop, which must never wait on the tracking server (an outage would stall every
+    # trial in ``report``)
     run_id = (result or {}).get("mlflow_run_id")
-    if not run_id and uri and exp and parent:
-        try:
-            from study import tracking
-
-            found = tracking.child_runs(tracking.client_for(uri), exp, parent, phase="search",
-                                        trial=trial_id)
-            run_id = found[0].info.run_id if found else None
-        except Exception as e:  # noqa: BLE001 - the search goes on without the link
-            log.debug("no MLflow run found for trial %s: %s", trial_id, e)
     if run_id:
         out["mlflow_run_id"] = str(run_id)
         if uri and exp:

@@ -35,7 +35,8 @@ def test_resume_after_ctrl_c_completes_without_duplicates(tmp_path, mlflow_serve
         rc = proc.wait(timeout=300)
     text = first_log.read_text()
     assert rc == 130, text
-    assert "continue with --resume" in text and "Table 1" not in text
+    assert "continue with: python -m study.launch" in text and "--resume" in text
+    assert "Table 1" not in text
     exp = experiment_for(mlflow_client, name)
     parents = [r for r in mlflow_client.search_runs([exp])
                if "mlflow.parentRunId" not in r.data.tags]
