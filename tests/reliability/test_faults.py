@@ -33,6 +33,7 @@ import pytest
 
 from search_spaces import load_spec
 from study.phases._run import RUN_NAME
+from study.run import StudyIncomplete
 from study.server import ensure_server, stop_server
 from study.tracking import child_runs, client_for
 from study.tracking._proc import session_members
@@ -259,16 +260,20 @@ def test_corrupted_checkpoint_fails_its_trial_clearly_and_the_study_goes_on(
     injector = Injector(mlflow_server, "faults-corrupt", tmp_path / "faults-corrupt" / "ray",
                         ["evaluate"], corrupt_then_kill)
     injector.start()
-    try:
-        spec, outcome = _run("faults-corrupt", tmp_path, mlflow_server)
+    try:  # the study goes on, then ends FAILED: a declared variant was never evaluated
+        with pytest.raises(StudyIncomplete, match="never evaluated"):
+            _run("faults-corrupt", tmp_path, mlflow_server)
     finally:
         injector.stop.set()
     assert injector.error is None and injector.done and corrupted, injector.done
+    exp = mlflow_client.get_experiment_by_name("faults-corrupt").experiment_id
+    parent_id = next(r.info.run_id for r in mlflow_client.search_runs([exp])
+                     if "mlflow.parentRunId" not in r.data.tags)
     trial_dir = tmp_path / "faults-corrupt" / "ray" / RUN_NAME / injector.done[0][1]
     tally["faults injected: checkpoint file corrupted (then worker killed)"] += 1
     with pytest.raises(CheckpointError, match="unreadable checkpoint"):
         load_checkpoint(corrupted[-1].parent)
-    runs = child_runs(mlflow_client, outcome.experiment_id, outcome.parent_run_id)
+    runs = child_runs(mlflow_client, exp, parent_id)
     assert not [r for r in runs if r.info.status == "RUNNING"]
     failed = [r for r in runs if r.info.status == "FAILED"]
     assert len(failed) == 1, [(r.info.run_name, r.info.status) for r in runs]
@@ -276,10 +281,11 @@ def test_corrupted_checkpoint_fails_its_trial_clearly_and_the_study_goes_on(
     assert "CheckpointError" in reason and "unreadable checkpoint" in reason, reason
     assert str(tmp_path) not in reason  # the path stays in Tune's error.txt, out of MLflow
     assert "CheckpointError" in (trial_dir / "error.txt").read_text()
-    parent = mlflow_client.get_run(outcome.parent_run_id)
-    assert parent.info.status == "FINISHED"  # the study went on
+    parent = mlflow_client.get_run(parent_id)
+    assert parent.info.status == "FAILED"  # the study went on, and says what is missing
     variant = failed[0].data.tags["variant"]
     assert variant in parent.data.tags.get("missing_evaluations", "")
+    assert variant in parent.data.tags.get("failure_reason", "")
     others = [r for r in runs if r.data.tags["phase"] == "evaluate" and r is not failed[0]]
     assert all(r.info.status == "FINISHED" for r in others)
     tally["faults survived: checkpoint file corrupted (clear failure, study went on)"] += 1
