@@ -46,7 +46,6 @@ import argparse
 import base64
 import contextlib
 import dataclasses
-import fcntl
 import ipaddress
 import json
 import logging
@@ -59,7 +58,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -158,18 +157,6 @@ class _Paths(ServiceFiles):
 
 def _paths(study_dir: Path) -> _Paths:
     return _Paths(Path(study_dir).resolve() / "mlflow")
-
-
-@contextlib.contextmanager
-def _locked(paths: _Paths) -> Iterator[None]:
-    """Hold the study's server lock (blocks while another launcher holds it)."""
-    paths.root.mkdir(parents=True, exist_ok=True)
-    with paths.lock.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _read_record(paths: _Paths) -> ServerInfo | None:
@@ -562,7 +549,7 @@ def ensure_server(
         ValueError: an explicit ``port`` is in use by something else.
     """
     paths = _paths(study_dir)
-    with _locked(paths):
+    with paths.locked():
         previous = _read_record(paths)
         if previous is not None and _is_our_server(previous):
             wanted = _changed_settings(previous, backend, artifacts, workers, study_dir)
@@ -657,7 +644,7 @@ def stop_server(study_dir: Path) -> bool:
     paths = _paths(study_dir)
     if not paths.root.is_dir():
         return False
-    with _locked(paths):
+    with paths.locked():
         info = _read_record(paths)
         if info is None:
             return False

@@ -28,9 +28,7 @@ Where the data lives is where the runs folder lives: on a cloud head node, a dis
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import glob
 import hashlib
 import json
@@ -40,7 +38,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -186,17 +183,6 @@ def _run(cmd: list[str], what: str, timeout_s: float) -> str:
     return out.stdout
 
 
-@contextlib.contextmanager
-def _locked(paths: _Paths) -> Iterator[None]:
-    paths.root.mkdir(parents=True, exist_ok=True)
-    with paths.lock.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _postmaster_pid(paths: _Paths) -> int | None:
     """The running postmaster's pid from ``data/postmaster.pid`` when it is alive."""
     from study.tracking._proc import pid_alive
@@ -255,7 +241,7 @@ def ensure_postgres(runs_dir: Path, *, timeout_s: float = 60.0) -> PostgresInfo:
     """
     paths = _paths(runs_dir)
     binaries = bin_dir()
-    with _locked(paths):
+    with paths.locked():
         previous = _read_record(paths)
         pid = _postmaster_pid(paths)
         if pid is not None and previous is not None and previous.pid == pid:
@@ -303,7 +289,7 @@ def stop_postgres(runs_dir: Path, timeout_s: float = 60.0) -> bool:
     paths = _paths(runs_dir)
     if not (paths.data / "PG_VERSION").is_file():
         return False
-    with _locked(paths):
+    with paths.locked():
         if _postmaster_pid(paths) is None:
             return False
         _run(_as_service([str(bin_dir() / "pg_ctl"), "-D", str(paths.data), "-m", "fast",

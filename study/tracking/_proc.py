@@ -7,12 +7,14 @@ server's life cycle reads as policy and these as mechanism.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -167,3 +169,14 @@ class ServiceFiles:
     @property
     def lock(self) -> Path:
         return self.root / f"{self.STEM}.lock"
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the service's lock (blocks while another process holds it)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self.lock.open("a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
