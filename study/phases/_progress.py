@@ -113,8 +113,10 @@ class Progress(Callback):
 
     def _show(self, *, final: bool) -> None:
         out = sys.stdout  # looked up late: Tune pickles callbacks
-        if not self._headed:
-            print(f"== {self.phase}: {self.total} trials ==", file=out, flush=True)
+        if not self._headed:  # on a terminal another phase's in-place line may be showing:
+            # the header starts a line of its own (search and evaluation overlap in one run)
+            lead = "\r\x1b[K" if _tty() else ""
+            print(f"{lead}== {self.phase}: {self.total} trials ==", file=out, flush=True)
             self._headed = True
         line = self.line()
         if _tty():
