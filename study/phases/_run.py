@@ -158,8 +158,8 @@ def run_phases(spec: StudySpec, ctx: _trial.TrialContext, study_dir: Path, *, re
     if unfinished:  # Tune returns normally after Ctrl-C: the searches did not all run out
         raise KeyboardInterrupt(f"search interrupted ({', '.join(unfinished)} unfinished)")
     evaluated = [r for r in grid if (r.config or {}).get("phase") == "evaluate"]
-    skipped = [vk for vk, key in plan.items()
-               if key is not None and grouped.best_params(key) is None]
+    chosen = best_configs(spec, grouped, warn=False)  # the searcher warned as it went
+    skipped = [vk for vk in plan if vk not in chosen]
     expected = evaluations - sum(len(items(v, k, {})) for v, k in skipped)
     cut = len(evaluated) < expected or any(r.error is None and not r.metrics.get("trial_done")
                                            for r in evaluated)
@@ -206,21 +206,19 @@ def _drop_checkpoints(trial_paths: list[str]) -> None:
         log.info("removed the search trials' checkpoints (%.1f MB)", freed / 1e6)
 
 
-def best_configs(spec: StudySpec, searcher: GroupedOptunaSearcher) -> dict[tuple[str, int], dict]:
-    """Each (variant, split)'s configuration to evaluate: its search's best (nested), the
-    shared split's best (shared), or the fixed values alone when nothing is searched."""
+def best_configs(spec: StudySpec, searcher: GroupedOptunaSearcher, *,
+                 warn: bool = True) -> dict[tuple[str, int], dict]:
+    """Each (variant, split)'s configuration to evaluate (:func:`evaluation_plan`): its
+    search's best (nested), the shared split's best (shared), or the fixed values alone when
+    nothing is searched; a (variant, split) whose search completed no trial is left out."""
     out: dict[tuple[str, int], dict] = {}
-    for v in spec.variants:
-        for k in range(spec.splits.total):
-            if not spec.params_for(v):
-                out[(v, k)] = {}
-                continue
-            source = k if spec.search.mode == "nested" else spec.search.shared_split
-            best = searcher.best_params(f"{v}/split{source}")
-            if best is None:
+    for (v, k), key in evaluation_plan(spec).items():
+        best = {} if key is None else searcher.best_params(key)
+        if best is None:
+            if warn:
                 log.warning("%s split %d: no search trial completed; not evaluated", v, k)
-                continue
-            out[(v, k)] = best
+            continue
+        out[(v, k)] = best
     return out
 
 

@@ -88,7 +88,6 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
     ``config`` is the searcher's dict: a search or an evaluation trial (``config["phase"]``)."""
     from study import tracking
 
-    config = config.get("cfg", config)
     ctx = dataclasses.replace(ctx, phase=phase_of(config, ctx))
     if ctx.login is not None:  # a worker node has no credentials of its own (study.tracking._login)
         ctx.login.apply()
