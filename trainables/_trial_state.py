@@ -81,25 +81,36 @@ class TrialState:
         state = self.model.state_dict()
         return {k: state[k] for k in self.keys}
 
-    def payload(self, extra: dict[str, Any], elapsed_s: float) -> dict[str, Any]:
-        """The checkpoint contents (``extra``: config and data identity)."""
-        return {
-            **extra, "epoch": self.epoch, "base": self.base, "model": self.changing_state(),
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "early_stopping": self.stopper.state_dict(),
-            "rng": ckpt.rng_state(self.generators), "history": self.history,
+    def payload(self, extra: dict[str, Any], elapsed_s: float, *,
+                weights: bool = True) -> dict[str, Any]:
+        """The checkpoint contents (``extra``: config and data identity).
+
+        A finished trial trains no more: its checkpoint holds no optimiser, scheduler or RNG
+        state, and its weights only when ``weights`` (when what follows, the final evaluation,
+        uses the last weights rather than the best-weights file, or none)."""
+        out = {
+            **extra, "epoch": self.epoch, "base": self.base,
+            "early_stopping": self.stopper.state_dict(), "history": self.history,
             "elapsed_s": elapsed_s, "best_file": self.best_file, "finished": self.finished,
         }
+        if self.finished is None or weights:
+            out["model"] = self.changing_state()
+        if self.finished is None:
+            out.update(optimizer=self.optimizer.state_dict(),
+                       scheduler=self.scheduler.state_dict(), rng=ckpt.rng_state(self.generators))
+        return out
 
     def restore(self, saved: dict[str, Any], path: Path) -> None:
         """Load a :meth:`payload` (after :meth:`build` with the same config): the frozen part
         is the freshly built one, so the checkpoint must come from the same base."""
         ckpt.check_base(saved.get("base"), self.base, path)
-        ckpt.load_changing(self.model, saved["model"], self.keys, path)
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.scheduler.load_state_dict(saved["scheduler"])
+        if "model" in saved:
+            ckpt.load_changing(self.model, saved["model"], self.keys, path)
+        if "optimizer" in saved:  # absent once finished
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.scheduler.load_state_dict(saved["scheduler"])
+            ckpt.set_rng_state(saved["rng"], self.generators)
         self.stopper.load_state_dict(saved["early_stopping"])
-        ckpt.set_rng_state(saved["rng"], self.generators)
         self.epoch, self.history = int(saved["epoch"]), list(saved["history"])
         self.prior_s, self.best_file = float(saved["elapsed_s"]), saved["best_file"]
         self.finished = saved["finished"]

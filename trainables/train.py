@@ -4,10 +4,12 @@
 inner-train part, validates on its inner-validation part every epoch, reports the epoch to a
 caller-supplied ``reporter`` (the study layer wires it to Ray Tune; nothing here imports Ray or
 MLflow) and writes a checkpoint of what training changed (see :mod:`trainables.checkpoint`) at
-the epochs ``config.checkpoint_at`` names (ASHA's rungs), at the end, and otherwise at most once
-per ``config.checkpoint_interval_s`` seconds (every ``config.checkpoint_every`` epochs). In the
-``"evaluate"`` phase it then restores the best weights and reads the test part exactly once; the
-``"search"`` phase never loads the test part.
+the epochs ``config.checkpoint_at`` names (ASHA's rungs: after the report, so only for a trial
+the scheduler lets go on), at the end (before the last report; then without optimiser state, as
+nothing trains again), and otherwise at most once per ``config.checkpoint_interval_s`` seconds
+(every ``config.checkpoint_every`` epochs). In the ``"evaluate"`` phase it then restores the best
+weights and reads the test part exactly once; the ``"search"`` phase never loads the test part
+and keeps no best weights (nothing it does would use them).
 
 Data never leaves the device: each partition's raw ROIs sit there as one uint8 (or int32) tensor,
 and each batch is gathered, normalised and augmented there (see :mod:`trainables.augment`).
@@ -190,12 +192,13 @@ def run_trial(config: TrainConfig, rois: RoiSet, split: Split, *,
         rois: the whole ROI set; only ``split``'s positions are read.
         split: ``train`` trains, ``val`` validates (LR plateau, early stopping, best weights),
             ``test`` is read once at the end of the ``"evaluate"`` phase and never in ``"search"``.
-        reporter: called after every epoch (after its checkpoint is written) with the epoch's
+        reporter: called after every epoch (after the last epoch's checkpoint is written;
+            another epoch's checkpoint, if due, is written after the call) with the epoch's
             metrics: ``epoch``, ``train_loss``, ``val_loss``, ``val_acc``, ``val_auc``,
             ``lr/<block>`` for every block that trains, ``images_per_s`` (training pass),
             ``epoch_time_s`` (training + validation), ``checkpoint_time_s`` (0 when none was
-            written), ``checkpoint_epoch`` (the epoch the checkpoint on disk holds; equal to
-            ``epoch`` unless ``config.checkpoint_every > 1``), ``best_val_loss``,
+            written since the previous call), ``checkpoint_epoch`` (the epoch the checkpoint
+            on disk holds: an earlier one, except at the end), ``best_val_loss``,
             ``best_epoch``. Returning ``"stop"`` ends the trial
             (``stop_reason="told_to_stop"``, no test pass) after making sure the checkpoint
             holds this epoch; on the trial's last epoch the natural reason (``"budget"``,
@@ -246,46 +249,53 @@ def run_trial(config: TrainConfig, rois: RoiSet, split: Split, *,
             cache_features(state.model, train, batch_size=config.eval_batch, settings=settings)
 
     last_write = [time.perf_counter()]
+    keep_best = config.restore_best and phase == "evaluate"  # the search never tests
 
     def save() -> float:
         t = time.perf_counter()
         state.save_best(directory)  # before the checkpoint that names it
         ckpt.save_checkpoint(directory, state.payload(
             {"config": config.to_dict(), "identity": identity},
-            elapsed_s=state.prior_s + time.perf_counter() - t0))
+            elapsed_s=state.prior_s + time.perf_counter() - t0,
+            weights=phase == "evaluate" and not (keep_best and state.best_file is not None)))
         last_write[0] = time.perf_counter()
         return last_write[0] - t
 
     def due() -> bool:
-        return (state.finished is not None or state.epoch in config.checkpoint_at
+        return (state.epoch in config.checkpoint_at
                 or (state.epoch % config.checkpoint_every == 0 and
                     time.perf_counter() - last_write[0] >= config.checkpoint_interval_s))
 
-    told_to_stop, saved_epoch = False, state.epoch
+    # The last epoch's checkpoint is written before its report; any other after its report,
+    # once the reporter let the trial go on (a trial its scheduler stops at a rung writes
+    # nothing there), and the caller sees it at the next report (``checkpoint_epoch``).
+    told_to_stop, saved_epoch, t_save = False, state.epoch, 0.0
     while state.finished is None and not told_to_stop:
-        metrics = _epoch(state, train, val, config, settings)
-        t_save = 0.0
-        if due():
-            t_save, saved_epoch = save(), state.epoch
+        metrics = _epoch(state, train, val, config, settings, keep_best=keep_best)
+        if state.finished is not None:
+            t_save, saved_epoch = t_save + save(), state.epoch
         if reporter is not None:
             answer = reporter({**metrics, "checkpoint_time_s": t_save,
                                "checkpoint_epoch": saved_epoch})
             told_to_stop = answer == "stop" and state.finished is None
-        if told_to_stop and saved_epoch != state.epoch:
-            save()
+        t_save = 0.0
+        if told_to_stop:
+            if saved_epoch != state.epoch:
+                save()
+        elif state.finished is None and due():
+            t_save, saved_epoch = save(), state.epoch
 
     stop_reason: StopReason = state.finished or "told_to_stop"  # type: ignore[assignment]
     test: dict[str, Any] = {}
-    if stop_reason != "told_to_stop":
+    if stop_reason != "told_to_stop" and phase == "evaluate":
         _restore_best(state, config, directory)
-        if phase == "evaluate":
-            test = _evaluate_test(state.model, rois, split, config, settings, device)
-            if external:
-                from trainables.external import evaluate_external
+        test = _evaluate_test(state.model, rois, split, config, settings, device)
+        if external:
+            from trainables.external import evaluate_external
 
-                test["external"] = {name: evaluate_external(
-                    state.model, ext, batch_size=config.eval_batch, settings=settings,
-                    device=device) for name, ext in external.items()}
+            test["external"] = {name: evaluate_external(
+                state.model, ext, batch_size=config.eval_batch, settings=settings,
+                device=device) for name, ext in external.items()}
     best = next((h for h in state.history if h["epoch"] == state.stopper.best_epoch), None)
     return TrialResult(
         phase=phase, stop_reason=stop_reason, epochs_run=state.epoch,
@@ -300,8 +310,9 @@ def run_trial(config: TrainConfig, rois: RoiSet, split: Split, *,
 
 
 def _epoch(state: TrialState, train: Partition, val: Partition, config: TrainConfig,
-           settings: StepSettings) -> dict[str, float]:
-    """Train and validate one epoch; update schedule, early stopping and best weights."""
+           settings: StepSettings, *, keep_best: bool) -> dict[str, float]:
+    """Train and validate one epoch; update schedule, early stopping and (``keep_best``) the
+    best weights."""
     state.epoch += 1
     lrs = lr_by_block(state.optimizer)  # the rates this epoch trains at
     t_epoch = time.perf_counter()
@@ -314,7 +325,7 @@ def _epoch(state: TrialState, train: Partition, val: Partition, config: TrainCon
     val_loss, val_probs = predict(state.model, val, batch_size=config.eval_batch,
                                   settings=settings)
     state.scheduler.step(val_loss)
-    state.record_best(val_loss, keep_weights=config.restore_best)
+    state.record_best(val_loss, keep_weights=keep_best)
     labels = val.labels_np
     metrics: dict[str, float] = {
         "epoch": state.epoch, "train_loss": train_loss, "val_loss": val_loss,

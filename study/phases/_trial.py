@@ -111,17 +111,17 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
             run_id = run_file.read_text().strip()
             journal = _reopen(client, run_id, work, Path(restored.path).name, where)
         else:
-            run_id = tracking.start_child_run(
+            run_id, reused = tracking.open_child_run(
                 client, ctx.experiment_id, ctx.parent_run_id,
                 phase=ctx.phase, variant=cfg.regime.variant, split=split.index,
-                trial=trial_id, params=_flat_params(cfg, config),
-                tags={**ctx.tags, **_role_tags(ctx.spec, cfg.regime.variant),
-                      "seed": str(cfg.seed)})
+                trial=trial_id, tags={**ctx.tags, **_role_tags(ctx.spec, cfg.regime.variant),
+                                      "seed": str(cfg.seed)})
             run_file.write_text(run_id)
             # a run reused after a crash before the first checkpoint may hold epochs already
-            journal = EpochJournal(work, logged=logged_epochs(client, run_id))
+            journal = EpochJournal(work, logged=logged_epochs(client, run_id) if reused else 0)
         logger = tracking.RunLogger(ctx.tracking_uri, run_id)
-        logger.tags(where)
+        logger.params(_flat_params(cfg, config))  # these and the tags leave with epoch 1's
+        logger.tags(where)                        # batch: one request
         journal.send(logger)  # epochs a crash kept from MLflow, if any
 
         last_epoch, handed = [0], [journal.checkpoint_epoch()]

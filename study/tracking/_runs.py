@@ -37,8 +37,8 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "LOGGING_ERRORS_TAG", "PARENT_TAG", "RetryPolicy", "RunLogger", "TerminalStatus",
     "child_runs", "client_for", "close_dangling_runs", "default_spill_dir", "describe_parent",
-    "experiment_for", "find_child_run", "log_table1", "replay_spilled", "start_child_run",
-    "start_parent_run", "table1_metrics", "ui_url",
+    "experiment_for", "find_child_run", "log_table1", "open_child_run", "replay_spilled",
+    "start_child_run", "start_parent_run", "table1_metrics", "ui_url",
 ]
 
 T = TypeVar("T")
@@ -170,7 +170,20 @@ def start_child_run(client: MlflowClient, exp_id: str, parent_run_id: str, *,
                     params: Mapping[str, object] | None = None,
                     tags: Mapping[str, object] | None = None,
                     run_name: str | None = None) -> str:
-    """Create (or reopen) the child run of one trial under ``parent_run_id``; return its id.
+    """Create (or reopen) the child run of one trial under ``parent_run_id``; return its id
+    (see :func:`open_child_run`)."""
+    return open_child_run(client, exp_id, parent_run_id, phase=phase, variant=variant,
+                          split=split, trial=trial, params=params, tags=tags,
+                          run_name=run_name)[0]
+
+
+def open_child_run(client: MlflowClient, exp_id: str, parent_run_id: str, *,
+                   phase: str, variant: str, split: int | str, trial: int | str,
+                   params: Mapping[str, object] | None = None,
+                   tags: Mapping[str, object] | None = None,
+                   run_name: str | None = None) -> tuple[str, bool]:
+    """Create (or reopen) the child run of one trial under ``parent_run_id``; return its id
+    and whether it existed (then it may already hold some of the trial's history).
 
     Tags: ``mlflow.parentRunId``, ``phase``, ``variant``, ``split``, ``trial`` plus ``tags``;
     params are logged at once (values truncated to MLflow's limit). If a child with the same
@@ -200,7 +213,7 @@ def start_child_run(client: MlflowClient, exp_id: str, parent_run_id: str, *,
         for batch in lim.chunks(plist, lim.MAX_PARAMS_TAGS_PER_BATCH,
                                 lambda p: 64 + len(p.key) + len(p.value)):
             _patient(lambda b=batch: client.log_batch(run_id, params=b), "log-batch")
-    return run_id
+    return run_id, found is not None
 
 
 def close_dangling_runs(client: MlflowClient, exp_id: str, parent_run_id: str,

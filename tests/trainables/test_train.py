@@ -74,11 +74,16 @@ def _probs(model: torch.nn.Module, index: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("variant", PAPER_VARIANTS)
 def test_two_epochs_each_variant_train_exactly_their_blocks(variant, tmp_path):
-    cfg = config(variant)
+    cfg = config(variant, max_epochs=3)
     reports: list[dict] = []
-    result = run_trial(cfg, ROIS, SPLIT, reporter=reports.append, checkpoint_dir=tmp_path)
 
-    assert (result.stop_reason, result.epochs_run, len(reports)) == ("budget", 2, 2)
+    def reporter(m):  # stopped after 2 of 3 epochs: its checkpoint holds all it trained
+        reports.append(m)
+        return "stop" if m["epoch"] == 2 else None
+
+    result = run_trial(cfg, ROIS, SPLIT, reporter=reporter, checkpoint_dir=tmp_path)
+
+    assert (result.stop_reason, result.epochs_run, len(reports)) == ("told_to_stop", 2, 2)
     assert [r["epoch"] for r in reports] == [1, 2]
     for r in reports:
         for key in ("train_loss", "val_loss", "val_acc", "val_auc", "images_per_s",
@@ -88,7 +93,7 @@ def test_two_epochs_each_variant_train_exactly_their_blocks(variant, tmp_path):
     assert result.test_acc is None and "test" not in result.partition_passes
 
     saved = ckpt.load_checkpoint(tmp_path)
-    assert saved["epoch"] == 2 and saved["finished"] == "budget"
+    assert saved["epoch"] == 2 and saved["finished"] is None
     fresh, trained = _model_from(cfg), _model_from(cfg, saved["model"])
     rows = {row["block"]: row for row in result.lr_table}
     for before, after in zip(fresh.blocks, trained.blocks, strict=True):
@@ -147,7 +152,7 @@ def test_sparse_checkpoints_resume_from_the_last_one(uninterrupted, tmp_path):
     with pytest.raises(_Crash):
         run_trial(cfg, ROIS, SPLIT, checkpoint_dir=tmp_path, phase="evaluate",
                   reporter=crash_after_epoch_3)
-    assert seen == [(1, 0), (2, 2), (3, 2)]
+    assert seen == [(1, 0), (2, 0), (3, 2)]  # epoch 2's checkpoint: written after its report
     assert ckpt.load_checkpoint(tmp_path)["epoch"] == 2
     resumed = run_trial(cfg, ROIS, SPLIT, checkpoint_dir=tmp_path, phase="evaluate")
     assert resumed.partition_passes["train"] == 2  # epochs 3 and 4 again
@@ -195,10 +200,20 @@ def test_early_stopping_triggers_and_restores_best_weights(tmp_path):
     saved = ckpt.load_checkpoint(tmp_path)
     assert saved["best_file"] == f"best-e{result.best_epoch:04d}.pt"
     assert [p.name for p in tmp_path.glob("best-e*.pt")] == [saved["best_file"]]
+    # finished: the final evaluation needs the best weights only, so nothing else is kept
+    assert not {"model", "optimizer", "scheduler", "rng"} & set(saved)
     best = _probs(_model_from(cfg, ckpt.load_best(tmp_path, saved["best_file"])), SPLIT.test)
-    last = _probs(_model_from(cfg, saved["model"]), SPLIT.test)
     reported = np.array([result.test_probs[s] for s in ROIS.sample_ids[SPLIT.test]])
     np.testing.assert_allclose(reported, best, rtol=0, atol=1e-6)
+    # the same run without restoring: tested on the last weights, which its checkpoint keeps
+    last_run = run_trial(dataclasses.replace(cfg, restore_best=False), ROIS, SPLIT,
+                         checkpoint_dir=tmp_path / "last", phase="evaluate")
+    assert stable(last_run.history) == stable(result.history)
+    kept = ckpt.load_checkpoint(tmp_path / "last")
+    assert "model" in kept and "optimizer" not in kept
+    last = _probs(_model_from(cfg, kept["model"]), SPLIT.test)
+    np.testing.assert_allclose([last_run.test_probs[s] for s in ROIS.sample_ids[SPLIT.test]],
+                               last, rtol=0, atol=1e-6)
     assert np.abs(reported - last).max() > 1e-4, "test ran on the last, not the best, weights"
 
 
@@ -310,9 +325,9 @@ def _tensor_bytes(state: dict) -> int:
 
 @pytest.mark.parametrize("variant", ["FE", "2FT", "FTED", "RI"])
 def test_checkpoint_holds_only_what_training_changes(variant, tmp_path):
-    cfg = config(variant, max_epochs=1)
-    run_trial(cfg, ROIS, SPLIT, checkpoint_dir=tmp_path)
-    saved = ckpt.load_checkpoint(tmp_path)
+    cfg = config(variant, max_epochs=2)
+    run_trial(cfg, ROIS, SPLIT, checkpoint_dir=tmp_path, reporter=lambda m: "stop")
+    saved = ckpt.load_checkpoint(tmp_path)  # after epoch 1 of 2: everything to go on from
     model = _model_from(cfg)
     full = model.state_dict()
     trains = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -367,9 +382,36 @@ def test_checkpoints_follow_the_rungs_and_the_time_budget(tmp_path):
     def reporter(m):
         seen.append((m["epoch"], m["checkpoint_epoch"], m["checkpoint_time_s"] > 0))
 
-    # an hour between writes: only the rungs (1, 3) and the end (5) are written
+    # an hour between writes: only the rungs (1, 3) and the end (5) are written; a rung's
+    # after its report (the caller hears of it at the next one), the end's before
     cfg = config("FE", max_epochs=5, checkpoint_interval_s=3600, checkpoint_at=[3, 1])
     run_trial(cfg, ROIS, SPLIT, checkpoint_dir=tmp_path, reporter=reporter)
-    assert [(e, c) for e, c, _ in seen] == [(1, 1), (2, 1), (3, 3), (4, 3), (5, 5)]
-    assert [w for _, _, w in seen] == [True, False, True, False, True]
+    assert [(e, c) for e, c, _ in seen] == [(1, 0), (2, 1), (3, 1), (4, 3), (5, 5)]
+    assert [w for _, _, w in seen] == [False, True, False, True, True]
     assert cfg.checkpoint_at == (1, 3)
+
+
+def test_a_trial_its_scheduler_stops_at_a_rung_writes_nothing_there(tmp_path):
+    def asha(m):  # Tune ends a stopped function trainable with SystemExit inside report()
+        if m["epoch"] == 3:
+            raise SystemExit(0)
+
+    cfg = config("FE", max_epochs=5, checkpoint_interval_s=3600, checkpoint_at=[1, 3])
+    with pytest.raises(SystemExit):
+        run_trial(cfg, ROIS, SPLIT, checkpoint_dir=tmp_path, reporter=asha)
+    assert ckpt.load_checkpoint(tmp_path)["epoch"] == 1  # the rung it was let through
+
+
+@pytest.mark.parametrize("phase", ["search", "evaluate"])
+def test_a_finished_trials_checkpoint_keeps_only_what_its_end_needs(phase, tmp_path):
+    cfg = config("AllFT", max_epochs=2)
+    result = run_trial(cfg, ROIS, SPLIT, checkpoint_dir=tmp_path, phase=phase)
+    saved = ckpt.load_checkpoint(tmp_path)
+    assert saved["finished"] == "budget" and saved["epoch"] == 2
+    assert not {"model", "optimizer", "scheduler", "rng"} & set(saved)
+    best = sorted(p.name for p in tmp_path.glob("best-e*.pt"))
+    # the search tests nothing: no best weights; the evaluation keeps the best epoch's
+    assert best == ([] if phase == "search" else [f"best-e{result.best_epoch:04d}.pt"])
+    again = run_trial(cfg, ROIS, SPLIT, checkpoint_dir=tmp_path, phase=phase)
+    assert again.partition_passes["train"] == 0
+    assert (again.best_val_loss, again.test_probs) == (result.best_val_loss, result.test_probs)
