@@ -8,9 +8,13 @@ exactly that from the same trial. The cadence is then applied to the paper proto
 
 * before: a checkpoint every epoch plus the best weights on every improving epoch (counted as
   every epoch: the upper bound the issue measured, ~1 GB per trial-epoch);
-* after: checkpoints at ASHA's rungs, at the trial's end and at most once per
-  ``checkpoint_interval_s`` of training, each with the best weights when they changed (counted as
-  always: an upper bound); trial lengths follow ASHA (a 1/η share of trials reaches each rung).
+* after: a checkpoint of what trains, with its optimiser state, at each ASHA rung a trial is
+  let through (written after the rung's report: a trial stopped there writes nothing) and at
+  most once per ``checkpoint_interval_s`` of training; at the end of a trial that runs its
+  whole budget, a finished checkpoint (history and bookkeeping: nothing trains again, and the
+  search keeps no best weights). Trial lengths follow ASHA (a 1/η share of trials reaches each
+  rung). Both write kinds are measured: a trial stopped after epoch 1 of 2 (the mid-trial
+  write) and a one-epoch trial (the finished write).
 
 An epoch's time on the GPU is an assumption (``--gpu-epoch-s``, default 0.17 s: 384 ROIs of
 299 px on an H100 in bf16, the figure of issue 13); on a slower device there are more time-budget
@@ -61,9 +65,10 @@ def fake_inception_weights(path: Path) -> Path:
 
 
 def asha_writes(max_epochs: int, grace: int, eta: float, epoch_s: float,
-                interval_s: float) -> tuple[float, float, float]:
-    """Mean (epochs, writes before, writes after) per search trial under ASHA: a share η^-k of
-    the trials reaches rung k; a trial stopped at a rung ends there (its end is that rung)."""
+                interval_s: float) -> dict[str, float]:
+    """Mean epochs and writes per search trial under ASHA: a share η^-k of the trials reaches
+    rung k; a trial stopped at a rung ends there. ``before``: one whole write per epoch;
+    ``mid``: mid-trial writes now (rungs passed, the time budget); ``end``: finished writes."""
     rungs, t = [], float(grace)
     while t < max_epochs:
         rungs.append(int(round(t)))
@@ -71,13 +76,14 @@ def asha_writes(max_epochs: int, grace: int, eta: float, epoch_s: float,
     ends = [*rungs, max_epochs]
     shares = [eta ** -k for k in range(len(ends))]
     shares = [s - (shares[i + 1] if i + 1 < len(shares) else 0.0) for i, s in enumerate(shares)]
-    epochs = writes_after = 0.0
+    epochs = mid = end_writes = 0.0
     for end, share in zip(ends, shares, strict=True):
-        rung_writes = sum(1 for r in rungs if r <= end)  # the end is a rung or the budget
+        passed = sum(1 for r in rungs if r < end)  # rungs it was let through
         timed = math.floor(end * epoch_s / interval_s) if interval_s > 0 else end
         epochs += share * end
-        writes_after += share * min(end, rung_writes + (end not in rungs) + timed)
-    return epochs, epochs, writes_after
+        mid += share * min(end - 1, passed + timed)
+        end_writes += share * (end == max_epochs)
+    return {"epochs": epochs, "before": epochs, "mid": mid, "end": end_writes}
 
 
 def measure(variants: list[str], n_train: int = 4, n_val: int = 2) -> dict[str, dict]:
@@ -96,13 +102,18 @@ def measure(variants: list[str], n_train: int = 4, n_val: int = 2) -> dict[str, 
         for variant in variants:
             data = spec.trial_config(variant, {p.name: p.low if p.choices is None else
                                                p.choices[0] for p in spec.params_for(variant)})
-            data.update(max_epochs=1, batch_size=2, device="cpu", threads=None,
+            data.update(max_epochs=2, batch_size=2, device="cpu", threads=None,
                         weights=str(weights), checkpoint_at=[])
             cfg = TrainConfig.from_dict(data)
-            folder = Path(tmp) / variant
-            run_trial(cfg, rois, split, checkpoint_dir=folder)
+            folder = Path(tmp) / variant  # stopped after epoch 1 of 2: a mid-trial write
+            run_trial(cfg, rois, split, checkpoint_dir=folder, reporter=lambda m: "stop")
             files = {p.name: p.stat().st_size for p in folder.iterdir()}
             saved = ckpt.load_checkpoint(folder)
+            done = Path(tmp) / f"{variant}-end"  # a trial that ran its budget: the end write
+            run_trial(TrainConfig.from_dict({**data, "max_epochs": 1}), rois, split,
+                      checkpoint_dir=done)
+            end_bytes = sum(p.stat().st_size for p in done.iterdir()
+                            if p.name != "epochs.jsonl")
             torch.manual_seed(0)
             from trainables.regimes import build_model
 
@@ -115,10 +126,12 @@ def measure(variants: list[str], n_train: int = 4, n_val: int = 2) -> dict[str, 
             after_best = sum(v for k, v in files.items() if k.startswith("best-e"))
             out[variant] = {"before_checkpoint_bytes": before_ckpt,
                             "before_best_bytes": before_best,
-                            "after_checkpoint_bytes": after_ckpt, "after_best_bytes": after_best}
+                            "after_checkpoint_bytes": after_ckpt, "after_best_bytes": after_best,
+                            "after_end_bytes": end_bytes}
             print(f"  {variant:<6} checkpoint {before_ckpt / 1e6:7.1f} MB -> "
                   f"{after_ckpt / 1e6:7.1f} MB, best {before_best / 1e6:7.1f} MB -> "
-                  f"{after_best / 1e6:7.1f} MB", flush=True)
+                  f"{after_best / 1e6:7.1f} MB, at the end {end_bytes / 1e3:.0f} kB",
+                  flush=True)
     return out
 
 
@@ -126,18 +139,21 @@ def per_trial_epoch(sizes: dict[str, dict], gpu_epoch_s: float) -> dict:
     spec = load_spec("paper")
     asha = spec.search.asha
     interval = spec.train.checkpoint_interval_s
-    epochs, w_before, w_after = asha_writes(asha.max_epochs, asha.grace_period,
-                                            asha.reduction_factor, gpu_epoch_s, interval)
+    w = asha_writes(asha.max_epochs, asha.grace_period, asha.reduction_factor, gpu_epoch_s,
+                    interval)
+    epochs, w_before, w_after = w["epochs"], w["before"], w["mid"] + w["end"]
     rows = {}
     for variant, s in sizes.items():
         before = (s["before_checkpoint_bytes"] + s["before_best_bytes"]) * w_before / epochs
-        after = (s["after_checkpoint_bytes"] + s["after_best_bytes"]) * w_after / epochs
+        after = ((s["after_checkpoint_bytes"] + s["after_best_bytes"]) * w["mid"]
+                 + s["after_end_bytes"] * w["end"]) / epochs
         rows[variant] = {**s, "before_bytes_per_trial_epoch": before,
                          "after_bytes_per_trial_epoch": after, "ratio": after / before}
     mean_before = float(np.mean([r["before_bytes_per_trial_epoch"] for r in rows.values()]))
     mean_after = float(np.mean([r["after_bytes_per_trial_epoch"] for r in rows.values()]))
     return {"variants": rows, "epochs_per_trial": epochs, "writes_per_trial_before": w_before,
-            "writes_per_trial_after": w_after, "gpu_epoch_s_assumed": gpu_epoch_s,
+            "writes_per_trial_after": w_after, "mid_writes_per_trial": w["mid"],
+            "end_writes_per_trial": w["end"], "gpu_epoch_s_assumed": gpu_epoch_s,
             "checkpoint_interval_s": interval,
             "asha": {"max_epochs": asha.max_epochs, "grace_period": asha.grace_period,
                      "reduction_factor": asha.reduction_factor},
@@ -150,7 +166,8 @@ def report(result: dict) -> None:
     print(f"\nbytes written per search trial-epoch, paper.yaml (Inception-v3, 299 px), "
           f"ASHA {result['asha']}, {result['epochs_per_trial']:.1f} epochs per trial, "
           f"{result['writes_per_trial_before']:.1f} -> {result['writes_per_trial_after']:.2f} "
-          f"writes per trial (GPU epoch {result['gpu_epoch_s_assumed']} s assumed, "
+          f"writes per trial ({result['mid_writes_per_trial']:.2f} mid-trial, "
+          f"{result['end_writes_per_trial']:.2f} finished) (GPU epoch {result['gpu_epoch_s_assumed']} s assumed, "
           f"time budget {result['checkpoint_interval_s']:g} s)")
     print(f"  {'variant':<7}{'before MB':>11}{'after MB':>10}{'after/before':>14}")
     for v, r in result["variants"].items():
