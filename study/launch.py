@@ -428,8 +428,9 @@ def _refuse_ray_client(args: argparse.Namespace, spec,  # type: ignore[no-untype
 
     try:
         options = forwarded_options(args, spec)
-    except ClusterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except ClusterError as exc:  # a space file the cluster would not get
+        print(f"error: {address} is Ray Client, which cannot run a study (see --address in "
+              f"--help); and to run it on the cluster instead: {exc}", file=sys.stderr)
         return 2
     source = "--address" if args.address is not None else "RAY_ADDRESS"
     print(f"error: {refusal(address, source, cluster_endpoints(address), options)}",
@@ -447,8 +448,8 @@ def forwarded_options(args: argparse.Namespace,  # type: ignore[no-untyped-def]
     from study.cluster import HEAD_RUNS_DIR, space_argument
 
     out = ["--smoke-test"] if args.smoke_test else []
-    if args.space is not None and not args.smoke_test:
-        out += ["--space", space_argument(args.space, spec)]
+    if not args.smoke_test:  # the space this launch resolved (a recorded one included)
+        out += ["--space", space_argument(args.space or _space_option(spec), spec)]
     runs = str(args.runs_dir)
     if args.runs_dir == Path("runs"):          # the default: not given
         runs = HEAD_RUNS_DIR

@@ -13,6 +13,7 @@ import shlex
 import pytest
 import yaml
 
+from search_spaces import load_spec
 from study import cluster
 from study.cluster import HEAD_CREDENTIALS, PROJECT_ROOT, ClusterError, make_login
 from study.cluster._attach import _uri_is_loopback, resolve_address
@@ -319,6 +320,7 @@ def test_ray_client_refusal_without_an_answer_uses_rays_default_ports():
     (["--smoke-test"], ["--smoke-test", "--runs-dir", "~/tlstudy-runs"]),
     (["--space", "paper", "--runs-dir", "/srv/runs", "--study", "s", "--resume", "-v"],
      ["--space", "paper", "--study", "s", "--runs-dir", "/srv/runs", "--resume", "-v"]),
+    ([], ["--space", "search_spaces/quick.yaml", "--runs-dir", "~/tlstudy-runs"]),
     (["--space", "search_spaces/smoke.yaml", "--data", "/d", "--data-format", "bcdr",
       "--storage-path", "s3://b/p", "--max-concurrent-trials", "4",
       "--tracking-uri", "http://m:5000", "--runs-dir", "~/r"],
@@ -331,7 +333,8 @@ def test_the_options_forwarded_to_the_cluster(argv, expected, monkeypatch):
 
     monkeypatch.chdir(PROJECT_ROOT)
     args = parse_args(["--address", "ray://h:10001", *argv])
-    assert forwarded_options(args, None) == expected
+    spec = load_spec("quick")                       # the space the launch resolved
+    assert forwarded_options(args, spec) == expected
 
 
 def test_a_relative_runs_dir_is_forwarded_as_an_absolute_one(tmp_path, monkeypatch):
