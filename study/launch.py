@@ -16,6 +16,8 @@ Examples::
         --data /data/BCDR-F03_dataset --data-format bcdr --storage-path s3://bucket/tlstudy
     python -m study.launch --address 10.0.0.5:6379 --space paper \
         --storage-path /mnt/nfs/tlstudy --max-concurrent-trials 16   # a running Ray cluster
+    ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m study.launch \
+        --space paper --runs-dir /srv/tlstudy-runs    # the same, as a Ray job on its head
 
 Before any MLflow server or Ray process starts, the launcher checks the space file, the
 pretrained weights of every variant that loads them, and the data (path, layout, ROIs).
@@ -23,8 +25,9 @@ pretrained weights of every variant that loads them, and the data (path, layout,
 Exit status: 0 done (or already done), 1 the study failed (a declared variant was never
 evaluated: its parent run is FAILED naming it) or the environment failed (the MLflow server did
 not start, no space left on the runs folder's disk), 2 bad input (space file, weights, data,
-another version of the study under this name), 3 the study is being run by another process
-(launcher or ``study.schedule``; one execution at a time), 130 interrupted.
+another version of the study under this name, a ``ray://`` address), 3 the study is being
+run by another process (launcher or ``study.schedule``; one execution at a time), 130
+interrupted.
 """
 
 from __future__ import annotations
@@ -86,9 +89,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "with --cluster, storage every node reaches: s3://bucket/prefix, an NFS "
                         "mount")
     p.add_argument("--address", default=None,
-                   help="run the study on a running Ray cluster: HOST:PORT (the head's GCS "
-                        "port, 6379), ray://HOST:PORT (Ray Client) or auto (the cluster `ray "
-                        "start` runs here); default $RAY_ADDRESS, else a local Ray")
+                   help="run the study on a running Ray cluster, this machine being one of "
+                        "its nodes: HOST:PORT (the head's GCS port, 6379) or auto (the "
+                        "cluster `ray start` runs here); default $RAY_ADDRESS, else a local "
+                        "Ray. ray://HOST:PORT (Ray Client) is refused: Tune would run the "
+                        "study's driver loop on the head; the error prints the `ray job "
+                        "submit` line (and the --address HOST:PORT one) to run instead")
     p.add_argument("--max-concurrent-trials", type=int, default=None,
                    help="trials at once at most, when the cluster can grow beyond what is up "
                         "now (e.g. an autoscaling KubeRay cluster); default: what fits now")
@@ -130,6 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.cluster is not None and not args.on_head:
         return _on_cluster(args, spec, space)
+    address = None if args.on_head else _attach_address(args)
+    if address == "error":
+        return 2
+    from study.cluster._client import is_ray_client
+
+    if is_ray_client(address):
+        return _refuse_ray_client(args, spec, address)
     from study._preflight import PreflightError, check_weights
 
     try:  # before anything is written or started
@@ -152,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     try:
-        return _run_here(args, spec, runs)
+        return _run_here(args, spec, runs, address)
     finally:
         lock.release()
 
@@ -273,8 +286,10 @@ def record_space(spec, study_dir: Path) -> Path:  # type: ignore[no-untyped-def]
     return path
 
 
-def _run_here(args: argparse.Namespace, spec, runs: Path) -> int:  # type: ignore[no-untyped-def]
-    """Run (or continue) the study with this process as the driver; the study lock is held."""
+def _run_here(args: argparse.Namespace, spec, runs: Path,  # type: ignore[no-untyped-def]
+              address: str | None) -> int:
+    """Run (or continue) the study with this process as the driver; the study lock is held.
+    ``address``: the Ray cluster to attach to (``_attach_address``), None for a local Ray."""
     try:
         data = preflight(spec, runs)
     except DatasetError as exc:
@@ -301,9 +316,6 @@ def _run_here(args: argparse.Namespace, spec, runs: Path) -> int:  # type: ignor
     if login is not None:
         login.apply()
     on_cluster: dict = {}
-    address = None if args.on_head else _attach_address(args)
-    if address == "error":
-        return 2
     if address is not None:
         from study.cluster import ClusterError
         from study.cluster._attach import attach
@@ -405,6 +417,55 @@ def _attach_address(args: argparse.Namespace) -> str | None:
     except ClusterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return "error"
+
+
+def _refuse_ray_client(args: argparse.Namespace, spec,  # type: ignore[no-untyped-def]
+                       address: str) -> int:
+    """``ray://``: refused before anything starts, with the commands that run this study on
+    that cluster instead (:mod:`study.cluster._client` says why)."""
+    from study.cluster import ClusterError
+    from study.cluster._client import cluster_endpoints, refusal
+
+    try:
+        options = forwarded_options(args, spec)
+    except ClusterError as exc:  # a space file the cluster would not get
+        print(f"error: {address} is Ray Client, which cannot run a study (see --address in "
+              f"--help); and to run it on the cluster instead: {exc}", file=sys.stderr)
+        return 2
+    source = "--address" if args.address is not None else "RAY_ADDRESS"
+    print(f"error: {refusal(address, source, cluster_endpoints(address), options)}",
+          file=sys.stderr)
+    return 2
+
+
+def forwarded_options(args: argparse.Namespace,  # type: ignore[no-untyped-def]
+                      spec) -> list[str]:
+    """The options that run this same study from another machine's shell (a Ray job on the
+    head, a machine of the cluster): ``--address`` left out; ``--runs-dir`` as given (a
+    relative one made absolute), else the head's ``~/tlstudy-runs`` (the launcher expands
+    ``~`` itself: the job's working copy of the project, where ``./runs`` would be, is
+    deleted when the job ends); a space file as a path inside the project folder."""
+    from study.cluster import HEAD_RUNS_DIR, space_argument
+
+    out = ["--smoke-test"] if args.smoke_test else []
+    if not args.smoke_test:  # the space this launch resolved (a recorded one included)
+        out += ["--space", space_argument(args.space or _space_option(spec), spec)]
+    runs = str(args.runs_dir)
+    if args.runs_dir == Path("runs"):          # the default: not given
+        runs = HEAD_RUNS_DIR
+    elif not runs.startswith("~") and not args.runs_dir.is_absolute():
+        runs = str(args.runs_dir.resolve())
+    for flag, value in (("--data", args.data), ("--data-format", args.data_format),
+                        ("--study", args.study), ("--runs-dir", runs),
+                        ("--tracking-uri", args.tracking_uri),
+                        ("--backend-store-uri", args.backend_store_uri),
+                        ("--artifacts-destination", args.artifacts_destination),
+                        ("--server-workers", args.server_workers),
+                        ("--storage-path", args.storage_path),
+                        ("--max-concurrent-trials", args.max_concurrent_trials)):
+        if value is not None:
+            out += [flag, str(value)]
+    return out + ["--resume"] * args.resume + ["-v"] * args.verbose
 
 
 def _space_option(spec) -> str:  # type: ignore[no-untyped-def]

@@ -170,6 +170,7 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
             tracking.replay_spilled(only_uri=tracking_uri, wait_s=10)
         except Exception as e:  # noqa: BLE001 - the spill files stay for a later replay
             log.warning("spilled MLflow data not replayed yet: %s", e)
+        _replay_on_other_nodes(tracking_uri, login, echo)
         tracking.close_dangling_runs(client, exp_id, parent,
                                      status="KILLED" if status != "FAILED" else "FAILED")
         logger.finish(status)  # type: ignore[arg-type]
@@ -178,6 +179,18 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
             build_report(tracking_uri, spec.name, parent, study_dir, echo, table=table,
                          exp_id=exp_id)
     return StudyOutcome(parent, exp_id, table, rows)
+
+
+def _replay_on_other_nodes(tracking_uri: str, login: Any, echo: Any) -> None:
+    """The other nodes' spills (machines where no further trial started), delivered before
+    the study's runs are closed; a node whose spills stay is named with its folder."""
+    from study.cluster._spills import left_behind, replay_on_nodes
+
+    try:
+        for line in left_behind(replay_on_nodes(tracking_uri, login)):
+            echo(f"warning: {line}")
+    except Exception as e:  # noqa: BLE001 - the spill files stay for a later replay
+        log.warning("spilled MLflow data on the other nodes not replayed: %s", e)
 
 
 class StudyIncomplete(RuntimeError):

@@ -70,7 +70,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="on a Ray cluster's head: its cluster-launcher config "
                         "(~/ray_bootstrap_config.yaml); Ray and MLflow as the head runs them")
     r.add_argument("--ray-address", default=None,
-                   help="join this running Ray (e.g. ray://head:10001) instead of a local one")
+                   help="join this running Ray cluster (its GCS address, e.g. 10.0.0.5:6379, "
+                        "this machine being one of its nodes) instead of a local one; "
+                        "ray:// (Ray Client) is refused, as by study.launch")
     i = sub.add_parser("install", help="run the study on a schedule (crontab entry; with "
                                        "--cluster: print a systemd timer and a CronJob)")
     _common(i)
@@ -86,6 +88,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     rm.add_argument("--study", required=True)
     rm.add_argument("--crontab", type=Path, default=None)
     args = p.parse_args(argv)
+    if getattr(args, "ray_address", None) and args.ray_address.startswith("ray://"):
+        p.error(f"--ray-address {args.ray_address}: Ray Client cannot run a study (Ray Tune "
+                "then runs the study's driver loop in an actor on the head, apart from this "
+                "process's runs folder and MLflow login). Give the head's GCS address "
+                "(HOST:6379) from a machine of the cluster, or run the schedule on the head; "
+                "`python -m study.launch --address ray://...` prints both commands")
     if args.command in ("run", "install"):
         if (args.data is None) != (args.data_format is None):
             p.error("--data and --data-format go together")

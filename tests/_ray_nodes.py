@@ -125,6 +125,7 @@ class RayStartCluster:
         self.worker_env = {**worker_env, "RAY_AUTH_MODE": "token"}
         self.port = _free(ip)
         self.dashboard_port = _free("127.0.0.1")
+        self.client_port = _free(ip)                     # Ray Client; not everyone's 10001
         self.procs: list[subprocess.Popen] = []
         self.temp_dirs: list[str] = []
         self.head_id = self.worker_id = ""
@@ -136,6 +137,11 @@ class RayStartCluster:
     @property
     def job_address(self) -> str:
         return f"http://127.0.0.1:{self.dashboard_port}"
+
+    @property
+    def client_address(self) -> str:
+        """The head's Ray Client server (``ray://``)."""
+        return f"ray://{self.ip}:{self.client_port}"
 
     def _start(self, args: list[str], env: dict[str, str], name: str) -> subprocess.Popen:
         tmp = tempfile.mkdtemp(prefix=f"r{name[0]}", dir="/tmp")  # short: socket paths
@@ -153,13 +159,16 @@ class RayStartCluster:
         self.procs.append(proc)
         return proc
 
-    def start(self, timeout_s: float = 120.0) -> list[str]:
-        """Start both nodes and wait until both are alive; returns their node ids."""
+    def start(self, timeout_s: float = 120.0, *, worker: bool = True) -> list[str]:
+        """Start both nodes (the head alone without ``worker``) and wait until they are
+        alive; returns their node ids."""
         self._start(["--head", f"--port={self.port}", "--include-dashboard=true",
                      "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-                     f"--ray-client-server-port={_free(self.ip)}"],  # not everyone's 10001
+                     f"--ray-client-server-port={self.client_port}"],
                     self.head_env, "head")
         (self.head_id,) = self.wait(1, timeout_s)
+        if not worker:
+            return [self.head_id]
         self._start([f"--address={self.address}"], self.worker_env, "worker")
         ids = self.wait(2, timeout_s)
         assert len(ids) == 2, f"worker raylet did not join: {self.log('worker')[-3000:]}"

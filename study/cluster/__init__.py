@@ -266,13 +266,15 @@ def driver_argv(request: ClusterRequest, *, cluster_config: str = HEAD_CONFIG,
     return argv
 
 
-def job_submit_argv(entrypoint: Sequence[str], *, submission_id: str, working_dir: str = ".",
-                    address: str = HEAD_JOB_ADDRESS, ray: str = "ray") -> list[str]:
-    """``ray job submit`` of ``entrypoint`` with the project as the job's working_dir."""
+def job_submit_argv(entrypoint: Sequence[str], *, submission_id: str | None,
+                    working_dir: str = ".", address: str = HEAD_JOB_ADDRESS,
+                    ray: str = "ray") -> list[str]:
+    """``ray job submit`` of ``entrypoint`` with the project as the job's working_dir
+    (``submission_id`` None: Ray names the job, so the same line can be run again)."""
     runtime_env = json.dumps({"excludes": JOB_EXCLUDES}, separators=(",", ":"))
-    return [ray, "job", "submit", "--address", address, "--submission-id", submission_id,
-            "--working-dir", working_dir, "--runtime-env-json", runtime_env, "--",
-            *entrypoint]
+    sid = [] if submission_id is None else ["--submission-id", submission_id]
+    return [ray, "job", "submit", "--address", address, *sid, "--working-dir", working_dir,
+            "--runtime-env-json", runtime_env, "--", *entrypoint]
 
 
 def head_shell(project: str, submit: Sequence[str]) -> str:

@@ -1,6 +1,8 @@
-"""``python -m study.launch --address HOST:PORT | ray://HOST:PORT | auto``: a study on a Ray
-cluster that is already running (machines joined with ``ray start``, a KubeRay RayCluster, the
-head of a ``ray up`` cluster), with this process as the driver.
+"""``python -m study.launch --address HOST:PORT | auto``: a study on a Ray cluster that is
+already running (machines joined with ``ray start``, a KubeRay RayCluster, the head of a
+``ray up`` cluster), with this process as the driver on one of the cluster's machines.
+``ray://HOST:PORT`` (Ray Client) is understood but refused, with the commands to run instead
+(:mod:`study.cluster._client`).
 
 What differs from a local study:
 
@@ -35,7 +37,7 @@ _HOST_PORT = re.compile(r"(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(?P<port>
 class AttachSettings:
     """How a study attached to a running Ray cluster runs (what ``attach`` found)."""
 
-    address: str                    # as given (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``)
+    address: str                    # as given (``auto``, ``HOST:PORT``)
     tracking_uri: str               # MLflow as every node reaches it
     node_ip: str                    # this driver's address on the cluster network
     hosts: frozenset[str]           # the addresses of the cluster's live nodes
@@ -45,7 +47,9 @@ class AttachSettings:
 
 def resolve_address(flag: str | None, environ: Mapping[str, str]) -> str | None:
     """The Ray cluster to attach to: ``--address``, else ``RAY_ADDRESS``, else None (a local
-    Ray of this machine's own). Raises ClusterError for an address Ray would not understand."""
+    Ray of this machine's own). Raises ClusterError for an address Ray would not understand.
+    A ``ray://`` address is returned as such: the launcher refuses it with what to run instead
+    (:mod:`study.cluster._client`)."""
     value = flag if flag is not None else environ.get("RAY_ADDRESS") or None
     if value is None:
         return None
@@ -60,8 +64,8 @@ def resolve_address(flag: str | None, environ: Mapping[str, str]) -> str | None:
     m = _HOST_PORT.fullmatch(rest)
     if m is None or not 0 < int(m["port"]) < 65536:
         raise ClusterError(f"{source}={value!r}: expected HOST:PORT (the head's GCS address, "
-                           "e.g. 10.0.0.5:6379), ray://HOST:PORT (Ray Client, port 10001) or "
-                           "auto (the cluster `ray start` runs on this machine)")
+                           "e.g. 10.0.0.5:6379) or auto (the cluster `ray start` runs on this "
+                           "machine)")
     return value
 
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 import copy
 import pickle
 import re
+import shlex
 
 import pytest
 import yaml
 
+from search_spaces import load_spec
 from study import cluster
 from study.cluster import HEAD_CREDENTIALS, PROJECT_ROOT, ClusterError, make_login
 from study.cluster._attach import _uri_is_loopback, resolve_address
@@ -279,3 +281,80 @@ def test_the_space_is_checked_against_what_the_autoscaler_can_reach():
     assert reachable(now, {"CPU": 32.0, "GPU": 4.0}) == {"CPU": 32.0, "GPU": 4.0,
                                                           "memory": 1e9}
     assert reachable({"CPU": 64.0}, {"CPU": 32.0})["CPU"] == 64.0   # more up than declared
+
+
+# ------------------------------------------------- ray:// (Ray Client): refused, what instead
+
+
+def test_ray_client_refusal_says_why_and_prints_a_job_line_and_a_gcs_line():
+    from study.cluster._client import Endpoints, refusal
+
+    ends = Endpoints("10.0.0.5:6379", "127.0.0.1:8265", asked=True)
+    text = refusal("ray://10.0.0.5:10001", "--address", ends,
+                   ["--space", "paper", "--runs-dir", "~/tlstudy-runs"])
+    assert text.startswith("--address=ray://10.0.0.5:10001 is Ray Client, which cannot run")
+    assert "Nothing was started" in text and "the addresses the cluster reported" in text
+    lines = [line.strip() for line in text.splitlines()]
+    job = shlex.split(next(line for line in lines if line.startswith("ray job submit")))
+    assert job[:5] == ["ray", "job", "submit", "--address", "http://127.0.0.1:8265"]
+    assert "--submission-id" not in job             # the same line can be run again
+    assert job[job.index("--") + 1:] == ["python", "-m", "study.launch", "--space", "paper",
+                                          "--runs-dir", "~/tlstudy-runs"]  # ~ left for the head
+    assert "ssh -L 8265:127.0.0.1:8265 HEAD" in text   # the dashboard binds the head's loopback
+    gcs = shlex.split(next(line for line in lines if line.startswith("python -m study.launch")))
+    assert gcs[3:5] == ["--address", "10.0.0.5:6379"]
+    assert parse_args(gcs[3:]).address == "10.0.0.5:6379"   # what the launcher accepts
+
+
+def test_ray_client_refusal_without_an_answer_uses_rays_default_ports():
+    from study.cluster._client import Endpoints, refusal
+
+    ends = Endpoints("head.lab:6379", "head.lab:8265", asked=False, error="connection refused")
+    text = refusal("ray://head.lab:10001", "RAY_ADDRESS", ends, ["--smoke-test"])
+    assert text.startswith("RAY_ADDRESS=ray://head.lab:10001 is Ray Client")
+    assert "Ray's default ports: the cluster could not be asked (connection refused)" in text
+    assert "--address http://head.lab:8265" in text and "ssh -L" not in text
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--smoke-test"], ["--smoke-test", "--runs-dir", "~/tlstudy-runs"]),
+    (["--space", "paper", "--runs-dir", "/srv/runs", "--study", "s", "--resume", "-v"],
+     ["--space", "paper", "--study", "s", "--runs-dir", "/srv/runs", "--resume", "-v"]),
+    ([], ["--space", "search_spaces/quick.yaml", "--runs-dir", "~/tlstudy-runs"]),
+    (["--space", "search_spaces/smoke.yaml", "--data", "/d", "--data-format", "bcdr",
+      "--storage-path", "s3://b/p", "--max-concurrent-trials", "4",
+      "--tracking-uri", "http://m:5000", "--runs-dir", "~/r"],
+     ["--space", "search_spaces/smoke.yaml", "--data", "/d", "--data-format", "bcdr",
+      "--runs-dir", "~/r", "--tracking-uri", "http://m:5000", "--storage-path", "s3://b/p",
+      "--max-concurrent-trials", "4"]),
+])
+def test_the_options_forwarded_to_the_cluster(argv, expected, monkeypatch):
+    from study.launch import forwarded_options
+
+    monkeypatch.chdir(PROJECT_ROOT)
+    args = parse_args(["--address", "ray://h:10001", *argv])
+    spec = load_spec("quick")                       # the space the launch resolved
+    assert forwarded_options(args, spec) == expected
+
+
+def test_a_relative_runs_dir_is_forwarded_as_an_absolute_one(tmp_path, monkeypatch):
+    from study.launch import forwarded_options
+
+    monkeypatch.chdir(tmp_path)
+    args = parse_args(["--smoke-test", "--runs-dir", "mine"])
+    assert forwarded_options(args, None)[-2:] == ["--runs-dir", str(tmp_path / "mine")]
+
+
+def test_ray_client_is_refused_before_the_space_is_checked_further(monkeypatch, tmp_path,
+                                                                   capsys):
+    from study.cluster import _client
+
+    asked = []
+    monkeypatch.setattr(_client, "cluster_endpoints", lambda a: asked.append(a) or
+                        _client.Endpoints("10.0.0.5:6379", "10.0.0.5:8265", asked=True))
+    monkeypatch.setenv("RAY_ADDRESS", "ray://10.0.0.5:10001")
+    assert main(["--smoke-test", "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert asked == ["ray://10.0.0.5:10001"]
+    assert "RAY_ADDRESS=ray://10.0.0.5:10001 is Ray Client" in err
+    assert not (tmp_path / "runs").exists()          # no lock, no data, no server

@@ -419,3 +419,15 @@ def test_two_executions_second_adds_patients(tmp_path, ray_local, mlflow_server,
         assert run_once(cfg, echo=more.append, err=more.append) == 0
         assert more[0].startswith(f"skip {name}: nothing changed since {second.run_id[:8]}")
         assert len(executions(mlflow_client, name)) == 2
+
+
+def test_a_ray_client_address_is_refused_with_what_to_give_instead(capsys):
+    from study.schedule import parse_args
+
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["run", "--study", "smoke", "--ray-address", "ray://head:10001"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "Ray Client cannot run a study" in err and "HOST:6379" in err
+    assert parse_args(["run", "--study", "smoke", "--ray-address", "10.0.0.5:6379"]
+                      ).ray_address == "10.0.0.5:6379"
