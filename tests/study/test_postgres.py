@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pwd
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -141,11 +142,53 @@ def test_missing_binaries_are_named(monkeypatch: pytest.MonkeyPatch, tmp_path: P
 
 @needs_pg
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root hands PostgreSQL to another user")
-def test_as_root_an_unreachable_runs_folder_is_named(tmp_path: Path) -> None:
-    """pytest's tmp_path lies under a 0700 folder the 'postgres' user cannot enter."""
+def test_as_root_a_runs_folder_the_service_user_cannot_enter_still_gets_its_postgres(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """pytest's tmp_path lies under a 0700 folder the 'postgres' user cannot enter: the
+    database goes to that user's home, linked from ``<runs>/postgres/data``, said in a warning;
+    it is found again after a stop, and dropped with the runs folder."""
+    runs = tmp_path / "runs"
+    try:
+        first = pg.ensure_postgres(runs)
+        link = runs / "postgres" / "data"
+        assert link.is_symlink() and link.resolve() == first.data_dir
+        home = first.data_dir.parent
+        assert home.parent == Path(pwd.getpwnam("postgres").pw_dir) / "tlstudy"
+        assert (home.stat().st_mode & 0o777) == 0o700 and home.stat().st_uid != 0
+        assert first.log_path.parent == home and first.socket_dir.parent == home
+        assert pg.has_postgres(runs)
+        warning = " ".join(r.getMessage() for r in caplog.records)
+        assert "cannot enter" in warning and str(home) in warning and "chmod o+x" in warning
+        engine = sa.create_engine(first.url("mlflow"))
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE kept (v int)"))
+            conn.execute(sa.text("INSERT INTO kept VALUES (7)"))
+        engine.dispose()
+        assert pg.stop_postgres(runs)
+        again = pg.ensure_postgres(runs)
+        assert again.data_dir == first.data_dir and again.socket_dir == first.socket_dir
+        engine = sa.create_engine(again.url("mlflow"))
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT v FROM kept")).scalar() == 7
+        engine.dispose()
+    finally:
+        pg.drop_postgres(runs)
+    assert not home.exists() and not link.is_symlink() and not pg.has_postgres(runs)
+
+
+@needs_pg
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands PostgreSQL to another user")
+def test_as_root_a_database_inside_an_unreachable_folder_is_named_not_moved(
+        tmp_path: Path) -> None:
+    """A database cluster already inside the runs folder stays there: the error names the
+    folder the 'postgres' user cannot enter and the fix, before anything starts."""
+    data = tmp_path / "runs" / "postgres" / "data"
+    data.mkdir(parents=True)
+    (data / "PG_VERSION").write_text("15\n")
     with pytest.raises(pg.PostgresError, match="not searchable by others") as e:
-        pg.ensure_postgres(tmp_path)
+        pg.ensure_postgres(tmp_path / "runs")
     assert "chmod o+x" in str(e.value)
+    assert not data.is_symlink() and pg.postgres_status(tmp_path / "runs") is None
 
 
 def test_workers_and_capacity_warning() -> None:
