@@ -122,6 +122,34 @@ def test_stopped_server_and_postgres_come_back_with_the_runs(runs: Path,
 
 
 @needs_pg
+def test_the_searchers_optuna_storage_waits_out_a_postgres_restart(runs: Path) -> None:
+    """Optuna's own RDBStorage fails the first call after PostgreSQL restarts (stale pooled
+    connections); the searcher's storage checks connections before use and retries a call that
+    meets the database down: every trial stored once, data errors still raised at once."""
+    import threading
+
+    from study.phases._storage import ResilientRDBStorage, optuna_storage
+
+    url = pg.ensure_postgres(runs).url("optuna")
+    storage = optuna_storage(url)
+    assert isinstance(storage, ResilientRDBStorage)
+    study = optuna.create_study(storage=storage, study_name="restart")
+    study.tell(study.ask(), 1.0)
+    pg.stop_postgres(runs)
+    pg.ensure_postgres(runs)                       # restarted between two calls
+    study.tell(study.ask(), 2.0)
+    pg.stop_postgres(runs)                         # down while the call is made
+    threading.Timer(2.0, pg.ensure_postgres, args=(runs,)).start()
+    trial = study.ask()
+    study.tell(trial, 3.0)
+    assert [t.value for t in optuna.load_study(storage=url, study_name="restart").trials] == [
+        1.0, 2.0, 3.0]
+    with pytest.raises(ValueError):                # a finished trial: not retried
+        study.tell(trial, 4.0)
+    assert optuna_storage("sqlite:////x/optuna.db") == "sqlite:////x/optuna.db"
+
+
+@needs_pg
 def test_a_study_begun_on_sqlite_keeps_its_optuna_database(runs: Path) -> None:
     study_dir = runs / "old-study"
     study_dir.mkdir()
