@@ -6,8 +6,12 @@ driver hands them through Ray (``study.tracking._login``).
 
 - attached: ``python -m study.launch --address HOST:PORT`` from outside the cluster;
 - the cluster path: the head's start commands of ``ray_cluster.yaml`` replayed (login made,
-  server started), then the driver submitted with the ``ray job submit`` line ``--cluster``
-  builds.
+  server started on the runs folder's own PostgreSQL, as on the cluster's head), then the
+  driver submitted with the ``ray job submit`` line ``--cluster`` builds.
+
+The head's home lies under pytest's 0700 temporary folder, which the ``postgres`` user that
+PostgreSQL runs as (we are root) cannot enter: its database goes to that user's home, linked
+from the runs folder (``study.tracking._postgres``), and is dropped at the end.
 
 Each: trials on both nodes (``node_id`` tags), every run ended, and the password in no file
 the study, MLflow, Tune or Ray wrote (logs included). A smoke study each: minutes on 2 cores.
@@ -31,6 +35,7 @@ import yaml
 from search_spaces import load_spec
 from study.cluster import PROJECT_ROOT, ClusterRequest, driver_argv, job_submit_argv
 from study.tracking import child_runs, client_for
+from study.tracking import _postgres as pg
 from tests._ray_nodes import RayStartCluster, own_ip
 
 pytestmark = pytest.mark.slow
@@ -200,12 +205,37 @@ def test_the_cluster_job_path_with_the_yamls_head_commands(raylets, head_home, t
         out = log.read_text()
         assert rc == 0, out[-6000:]
         assert f"MLflow on the head: http://{cluster.ip}:{port}" in out
+        # as on the cluster: MLflow and Optuna on the head's own PostgreSQL, login on
+        record = yaml.safe_load((runs / "mlflow" / "server.json").read_text())
+        assert (record["store"], record["workers"], record["auth"]) == (
+            "postgres", 2, "basic-auth"), record
+        assert record["backend_uri"] == pg.postgres_status(runs).url("mlflow")  # type: ignore[union-attr]
+        assert not (runs / "smoke-job" / "optuna.db").exists()
         _check_study(_client(f"http://{cluster.ip}:{port}", head_home, monkeypatch),
                      "smoke-job", nodes)
+        _check_optuna(runs, "smoke-job")
         _nowhere(_password(head_home), tmp_path, runs, *cluster.temp_dirs)
     finally:
         subprocess.run([sys.executable, "-m", "study.server", "stop", "--runs-dir", str(runs)],
                        env=head_env, capture_output=True, timeout=60)
+        pg.drop_postgres(runs)
+
+
+def _check_optuna(runs: Path, study: str) -> None:
+    """Optuna's studies on the runs folder's PostgreSQL: per group, the search budget, each
+    trial finished once (those a killed driver asked and never ran: failed, ``orphaned``)."""
+    import optuna
+
+    spec = load_spec("smoke")
+    url = pg.postgres_status(runs).url("optuna")  # type: ignore[union-attr]
+    for v in spec.variants:
+        every = optuna.load_study(study_name=f"{study}/{v}/split0", storage=url).trials
+        orphans = [t for t in every if t.user_attrs.get("orphaned")]
+        assert all(t.state == optuna.trial.TrialState.FAIL for t in orphans), orphans
+        trials = [t for t in every if not t.user_attrs.get("orphaned")]
+        assert {t.state for t in trials} <= {optuna.trial.TrialState.COMPLETE,
+                                             optuna.trial.TrialState.PRUNED}, trials
+        assert len(trials) == spec.search.trials, trials
 
 
 def _free_port(host: str) -> int:
@@ -295,32 +325,59 @@ def test_the_worker_node_killed_mid_study(head_home, tmp_path, tmp_path_factory,
                             str(tmp_path / "runs")], env=head_env, capture_output=True)
 
 
-def test_the_driver_killed_then_resume(raylets, head_home, tmp_path, monkeypatch):
-    """The driver's process killed mid-search (its trials die with it); ``--resume`` continues
-    the same parent run: nothing lost, nothing twice."""
+def test_postgres_restarted_then_the_driver_killed_then_resume(raylets, head_home, tmp_path,
+                                                              monkeypatch):
+    """On the runs folder's own PostgreSQL (MLflow's store and Optuna's), login on: the
+    database restarted mid-study (``pg_ctl`` stop + start, 5 s down) while trials log and the
+    driver asks Optuna; trials go on logging. Then the driver's process killed (its trials die
+    with it); ``--resume`` continues the same parent run: nothing lost, nothing twice, Table 1
+    rebuilt."""
     cluster, nodes = raylets
+    runs = tmp_path / "runs"
+    store = ("--backend-store-uri", "postgres", "--server-workers", "2")
     log = tmp_path / "driver.log"
-    proc = _start(_attach_argv(cluster, "smoke-resume", tmp_path), cluster.head_env, log)
+    proc = _start(_attach_argv(cluster, "smoke-pg", tmp_path, *store), cluster.head_env, log)
     try:
-        _wait_for(lambda: (tmp_path / "runs" / "mlflow" / "server.json").is_file(), proc, log)
+        _wait_for(lambda: (runs / "mlflow" / "server.json").is_file(), proc, log)
         client = _client(_server_url(tmp_path), head_home, monkeypatch)
-        _wait_for(lambda: sum(_epochs_on(client, "smoke-resume", n) for n in nodes) >= 2,
+        _wait_for(lambda: sum(_epochs_on(client, "smoke-pg", n) for n in nodes) >= 2, proc, log)
+        before = pg.postgres_status(runs)
+        assert before is not None
+        assert pg.stop_postgres(runs)               # the database goes away mid-study
+        down_at = time.time()
+        time.sleep(5)
+        after = pg.ensure_postgres(runs)            # and comes back on the same socket
+        assert after.pid != before.pid and after.url("mlflow") == before.url("mlflow")
+        epochs = sum(_epochs_on(client, "smoke-pg", n) for n in nodes)
+        # the study goes on: trials log again through the same server and database
+        _wait_for(lambda: sum(_epochs_on(client, "smoke-pg", n) for n in nodes) > epochs,
                   proc, log)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)         # then the driver is killed
         proc.wait()
     time.sleep(5)   # Ray notices the driver gone and ends its trials
     again = tmp_path / "resume.log"
-    rc = _run(_attach_argv(cluster, "smoke-resume", tmp_path, "--resume"), cluster.head_env,
-              again, timeout_s=900)
+    rc = _run(_attach_argv(cluster, "smoke-pg", tmp_path, *store, "--resume"),
+              cluster.head_env, again, timeout_s=900)
     out = again.read_text()
     try:
         assert rc == 0, out[-6000:]
-        exp = client.get_experiment_by_name("smoke-resume")
+        assert "Table 1" in out
+        record = yaml.safe_load((runs / "mlflow" / "server.json").read_text())
+        assert (record["store"], record["auth"]) == ("postgres", "basic-auth"), record
+        exp = client.get_experiment_by_name("smoke-pg")
         parents = [r for r in client.search_runs([exp.experiment_id])
                    if "mlflow.parentRunId" not in r.data.tags]
         assert len(parents) == 1                     # the same execution, continued
-        _check_study(client, "smoke-resume", nodes)
+        _check_study(client, "smoke-pg", nodes)      # histories whole, each epoch once
+        runs_ = child_runs(client, exp.experiment_id, parents[0].info.run_id)
+        search = [r for r in runs_ if r.data.tags["phase"] == "search"]
+        assert len(search) == len({r.data.tags["trial"] for r in search})  # one run per trial
+        table = [a.path for a in client.list_artifacts(parents[0].info.run_id)]
+        assert "table1.json" in table, table         # Table 1 rebuilt from MLflow
+        _check_optuna(runs, "smoke-pg")
+        print(f"PostgreSQL down for 5 s at {down_at:.0f}; epochs before the restart: {epochs}")
     finally:
         subprocess.run([sys.executable, "-m", "study.server", "stop", "--runs-dir",
-                        str(tmp_path / "runs")], env=cluster.head_env, capture_output=True)
+                        str(runs)], env=cluster.head_env, capture_output=True)
+        pg.drop_postgres(runs)
