@@ -98,7 +98,10 @@ def _client(uri: str, head_home: Path, monkeypatch: pytest.MonkeyPatch):
     return client_for(uri)
 
 
-def _check_study(client, study: str, nodes: list[str]) -> None:
+def _check_study(client, study: str, nodes: list[str], *, on_every_node: bool = True) -> None:
+    """The study finished: one parent, every trial's run ended with its epochs ``1..n`` once,
+    on the cluster's nodes (on every one of them unless ``on_every_node`` is False: after a
+    killed driver, a trial interrupted on one node may run again, and be tagged, elsewhere)."""
     exp = client.get_experiment_by_name(study)
     assert exp is not None, study
     parents = [r for r in client.search_runs([exp.experiment_id])
@@ -113,7 +116,8 @@ def _check_study(client, study: str, nodes: list[str]) -> None:
         history = client.get_metric_history(r.info.run_id, "val_loss")
         assert sorted(m.step for m in history) == list(range(1, len(history) + 1)), history
         assert len(history) >= 1
-    assert {r.data.tags["node_id"] for r in runs} == set(nodes)   # trials on both raylets
+    landed = {r.data.tags["node_id"] for r in runs}
+    assert landed == set(nodes) if on_every_node else landed <= set(nodes), landed
 
 
 def _nowhere(secret: str, *folders: Path | str) -> None:
@@ -347,6 +351,7 @@ def test_postgres_restarted_then_the_driver_killed_then_resume(raylets, head_hom
         down_at = time.time()
         time.sleep(5)
         after = pg.ensure_postgres(runs)            # and comes back on the same socket
+        up_at = time.time()
         assert after.pid != before.pid and after.url("mlflow") == before.url("mlflow")
         epochs = sum(_epochs_on(client, "smoke-pg", n) for n in nodes)
         # the study goes on: trials log again through the same server and database
@@ -369,14 +374,19 @@ def test_postgres_restarted_then_the_driver_killed_then_resume(raylets, head_hom
         parents = [r for r in client.search_runs([exp.experiment_id])
                    if "mlflow.parentRunId" not in r.data.tags]
         assert len(parents) == 1                     # the same execution, continued
-        _check_study(client, "smoke-pg", nodes)      # histories whole, each epoch once
+        _check_study(client, "smoke-pg", nodes, on_every_node=False)  # histories whole, once
         runs_ = child_runs(client, exp.experiment_id, parents[0].info.run_id)
         search = [r for r in runs_ if r.data.tags["phase"] == "search"]
         assert len(search) == len({r.data.tags["trial"] for r in search})  # one run per trial
         table = [a.path for a in client.list_artifacts(parents[0].info.run_id)]
         assert "table1.json" in table, table         # Table 1 rebuilt from MLflow
         _check_optuna(runs, "smoke-pg")
-        print(f"PostgreSQL down for 5 s at {down_at:.0f}; epochs before the restart: {epochs}")
+        during = [m for r in runs_ for m in client.get_metric_history(r.info.run_id, "val_loss")
+                  if down_at <= m.timestamp / 1000 <= up_at]
+        print(f"\nPostgreSQL down {up_at - down_at:.1f} s; epochs in MLflow before the "
+              f"restart: {epochs}; epochs trained while it was down, in MLflow now: "
+              f"{len(during)}; runs: {len(runs_)}, epochs: "
+              f"{sum(len(client.get_metric_history(r.info.run_id, 'val_loss')) for r in runs_)}")
     finally:
         subprocess.run([sys.executable, "-m", "study.server", "stop", "--runs-dir",
                         str(runs)], env=cluster.head_env, capture_output=True)

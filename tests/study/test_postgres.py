@@ -150,6 +150,46 @@ def test_the_searchers_optuna_storage_waits_out_a_postgres_restart(runs: Path) -
 
 
 @needs_pg
+@pytest.mark.slow
+def test_dump_then_restore_into_a_new_runs_folder(runs: Path, pg_server: ServerInfo) -> None:
+    """What keeps a cluster head's results beyond ``ray down``: ``study.server dump`` on the
+    head, ``study.server restore`` into a new runs folder elsewhere; its server then serves the
+    same run and history, Optuna's study is there, and a second restore there is refused."""
+    import subprocess
+    import sys
+
+    url = pg.optuna_storage_url(runs / "pg-study")
+    study = optuna.create_study(storage=url, study_name="pg-study/FT/split0")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    cli = [sys.executable, "-m", "study.server"]
+    done = subprocess.run([*cli, "dump", "--runs-dir", str(runs)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    dumps = runs / "dumps"
+    assert sorted(p.name for p in dumps.iterdir()) == ["mlflow.dump", "optuna.dump"]
+    new = runs / "restored"   # (a folder of its own, reachable by the service user)
+    done = subprocess.run([*cli, "restore", "--runs-dir", str(new), str(dumps)],
+                          capture_output=True, text=True, timeout=300)
+    try:
+        assert done.returncode == 0, done.stderr
+        again = ensure_server(new, timeout_s=180)
+        assert again.store == "postgres"
+        client = client_for(again.url)
+        (run,) = client.search_runs([experiment_for(client, "pg-study")])
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_auc")
+                      ) == [1, 2, 3]
+        restored = optuna.load_study(storage=pg.optuna_storage_url(new / "pg-study"),
+                                     study_name="pg-study/FT/split0")
+        assert [t.params for t in restored.trials] == [t.params for t in study.trials]
+        twice = subprocess.run([*cli, "restore", "--runs-dir", str(new), str(dumps)],
+                               capture_output=True, text=True, timeout=300)
+        assert twice.returncode == 1 and "already holds results" in twice.stderr
+    finally:
+        stop_server(new)
+        pg.stop_postgres(new)
+
+
+@needs_pg
 def test_a_study_begun_on_sqlite_keeps_its_optuna_database(runs: Path) -> None:
     study_dir = runs / "old-study"
     study_dir.mkdir()
