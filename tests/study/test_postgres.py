@@ -107,6 +107,29 @@ def test_mlflow_server_and_optuna_share_the_folders_postgres(runs: Path,
 
 
 @needs_pg
+def test_the_trial_logger_keeps_epochs_logged_while_postgres_restarts(
+        runs: Path, pg_server: ServerInfo) -> None:
+    """The MLflow server answers 503 (TEMPORARILY_UNAVAILABLE) while its PostgreSQL is down:
+    the trial logger keeps those epochs and delivers them once it is back, each once."""
+    client = client_for(pg_server.url)
+    run_id = start_parent_run(client, experiment_for(client, "pg-restart"))
+    log = RunLogger(pg_server.url, run_id)
+    log.metrics(1, {"val_loss": 1.0})
+    assert log.flush(wait_s=30)
+    pg.stop_postgres(runs)
+    for epoch in (2, 3):                       # trained while the database is down
+        log.metrics(epoch, {"val_loss": 1.0 / epoch})
+    assert not log.flush(wait_s=2) and log.pending["metrics"] == 2
+    pg.ensure_postgres(runs)
+    log.metrics(4, {"val_loss": 0.25})
+    assert log.finish(wait_s=120) is True
+    run = client.get_run(run_id)
+    assert [m.step for m in sorted(client.get_metric_history(run_id, "val_loss"),
+                                   key=lambda m: m.step)] == [1, 2, 3, 4]
+    assert run.info.status == "FINISHED" and "logging_errors" not in run.data.tags
+
+
+@needs_pg
 @pytest.mark.slow
 def test_stopped_server_and_postgres_come_back_with_the_runs(runs: Path,
                                                              pg_server: ServerInfo) -> None:
