@@ -732,7 +732,7 @@ def _parse(argv: list[str] | None) -> _CliArgs:
                    help="MLflow's login (basic-auth) on a loopback bind too (always on for "
                    "another address)")
     p.add_argument("--json", action="store_true", dest="as_json", help="machine-readable output")
-    ns = p.parse_args(argv)
+    ns = p.parse_intermixed_args(argv)  # the folder may follow the options
     if ns.workers is not None and ns.workers < 1:
         p.error("--workers must be at least 1")
     if ns.command == "restore" and ns.path is None:
