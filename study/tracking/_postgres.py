@@ -38,12 +38,12 @@ import dataclasses
 import glob
 import hashlib
 import json
+import logging
 import os
 import pwd
 import shutil
 import subprocess
 import tempfile
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path

@@ -38,8 +38,8 @@ import yaml
 
 from search_spaces import load_spec
 from study.cluster import PROJECT_ROOT, ClusterRequest, driver_argv, job_submit_argv
-from study.tracking import child_runs, client_for
 from study.tracking import _postgres as pg
+from study.tracking import child_runs, client_for
 from tests._ray_nodes import RayStartCluster, own_ip
 
 pytestmark = pytest.mark.slow
