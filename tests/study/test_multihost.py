@@ -368,31 +368,31 @@ def test_postgres_restarted_then_the_driver_killed_then_resume(raylets, head_hom
              "--space", str(_longer_smoke(tmp_path)))
     log = tmp_path / "driver.log"
     argv = [a for a in _attach_argv(cluster, "smoke-pg", tmp_path, *store) if a != "--smoke-test"]
-    proc = _start(argv, cluster.head_env, log)
-    try:
-        _wait_for(lambda: (runs / "mlflow" / "server.json").is_file(), proc, log)
-        client = _client(_server_url(tmp_path), head_home, monkeypatch)
-        _wait_for(lambda: _training_now(client, "smoke-pg"), proc, log)
-        before = pg.postgres_status(runs)
-        assert before is not None
-        down_at = time.time()
-        assert pg.stop_postgres(runs)               # the database goes away mid-study
-        time.sleep(10)
-        after = pg.ensure_postgres(runs)            # and comes back on the same socket
-        up_at = time.time()
-        assert after.pid != before.pid and after.url("mlflow") == before.url("mlflow")
-        epochs = sum(_epochs_on(client, "smoke-pg", n) for n in nodes)
-        # the study goes on: trials log again through the same server and database
-        _wait_for(lambda: sum(_epochs_on(client, "smoke-pg", n) for n in nodes) > epochs,
-                  proc, log)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)         # then the driver is killed
-        proc.wait()
-    time.sleep(5)   # Ray notices the driver gone and ends its trials
-    again = tmp_path / "resume.log"
-    rc = _run([*argv, "--resume"], cluster.head_env, again, timeout_s=900)
-    out = again.read_text()
-    try:
+    try:  # the server and the database go at the end, whatever fails
+        proc = _start(argv, cluster.head_env, log)
+        try:
+            _wait_for(lambda: (runs / "mlflow" / "server.json").is_file(), proc, log)
+            client = _client(_server_url(tmp_path), head_home, monkeypatch)
+            _wait_for(lambda: _training_now(client, "smoke-pg"), proc, log)
+            before = pg.postgres_status(runs)
+            assert before is not None
+            down_at = time.time()
+            assert pg.stop_postgres(runs)               # the database goes away mid-study
+            time.sleep(10)
+            after = pg.ensure_postgres(runs)            # and comes back on the same socket
+            up_at = time.time()
+            assert after.pid != before.pid and after.url("mlflow") == before.url("mlflow")
+            epochs = sum(_epochs_on(client, "smoke-pg", n) for n in nodes)
+            # the study goes on: trials log again through the same server and database
+            _wait_for(lambda: sum(_epochs_on(client, "smoke-pg", n) for n in nodes) > epochs,
+                      proc, log)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)         # then the driver is killed
+            proc.wait()
+        time.sleep(5)   # Ray notices the driver gone and ends its trials
+        again = tmp_path / "resume.log"
+        rc = _run([*argv, "--resume"], cluster.head_env, again, timeout_s=900)
+        out = again.read_text()
         assert rc == 0, out[-6000:]
         assert "Table 1" in out
         record = yaml.safe_load((runs / "mlflow" / "server.json").read_text())
