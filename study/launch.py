@@ -321,7 +321,10 @@ def _run_here(args: argparse.Namespace, spec, runs: Path,  # type: ignore[no-unt
         from study.cluster._attach import attach
 
         try:
-            found = attach(address, runs, uri, storage_path=args.storage_path)
+            found = attach(address, runs, uri, storage_path=args.storage_path,
+                           server_options={"backend": args.backend_store_uri,
+                                           "artifacts": args.artifacts_destination,
+                                           "workers": args.server_workers})
         except ClusterError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -38,6 +38,9 @@ CLI::
                                   (DIR: the launcher's --runs-dir, default ``runs``)
     python -m study.server stop   [--study-dir DIR]   (and the folder's PostgreSQL, if any)
     python -m study.server status [--study-dir DIR] [--json]
+    python -m study.server dump    [--study-dir DIR] [OUT]   (pg_dump: OUT/mlflow.dump,
+                                                             optuna.dump; OUT=DIR/dumps)
+    python -m study.server restore [--study-dir DIR] DUMPS   (into a runs folder without results)
 """
 
 from __future__ import annotations
@@ -671,7 +674,7 @@ def server_status(study_dir: Path) -> ServerStatus:
 
 @dataclass(frozen=True)
 class _CliArgs:
-    command: Literal["start", "stop", "status"]
+    command: Literal["start", "stop", "status", "dump", "restore"]
     study_dir: Path
     host: str
     port: int | None
@@ -682,6 +685,7 @@ class _CliArgs:
     backend: str | None = None
     artifacts: str | None = None
     login: bool = False
+    path: Path | None = None
 
 
 def _parse(argv: list[str] | None) -> _CliArgs:
@@ -691,11 +695,16 @@ def _parse(argv: list[str] | None) -> _CliArgs:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  python -m study.server start --runs-dir runs\n"
                "  python -m study.server status --runs-dir runs --json\n"
-               "  python -m study.server stop --runs-dir runs\n\n"
+               "  python -m study.server stop --runs-dir runs\n"
+               "  python -m study.server dump --runs-dir runs            # to runs/dumps\n"
+               "  python -m study.server restore --runs-dir runs2 runs/dumps\n\n"
                "exit status: start 0 running, 1 did not start; stop 0; status 0 running, "
                "1 unhealthy, 3 stopped; 2 bad arguments",
     )
-    p.add_argument("command", choices=["start", "stop", "status"])
+    p.add_argument("command", choices=["start", "stop", "status", "dump", "restore"])
+    p.add_argument("path", nargs="?", type=Path, default=None,
+                   help="dump: the folder to write mlflow.dump and optuna.dump to (default: "
+                   "DIR/dumps); restore: the folder holding them")
     p.add_argument("--runs-dir", "--study-dir", type=Path, default=DEFAULT_STUDY_DIR,
                    dest="study_dir",
                    help=f"the launcher's --runs-dir, holding mlflow/ (default: "
@@ -723,9 +732,13 @@ def _parse(argv: list[str] | None) -> _CliArgs:
                    help="MLflow's login (basic-auth) on a loopback bind too (always on for "
                    "another address)")
     p.add_argument("--json", action="store_true", dest="as_json", help="machine-readable output")
-    ns = p.parse_args(argv)
+    ns = p.parse_intermixed_args(argv)  # the folder may follow the options
     if ns.workers is not None and ns.workers < 1:
         p.error("--workers must be at least 1")
+    if ns.command == "restore" and ns.path is None:
+        p.error("restore needs the folder holding the dumps")
+    if ns.command not in ("dump", "restore") and ns.path is not None:
+        p.error(f"{ns.command} takes no folder argument")
     ns.extra_hosts = tuple(h.strip() for h in ns.extra_hosts.split(",") if h.strip())
     return _CliArgs(**vars(ns))
 
@@ -775,11 +788,42 @@ def _cmd_status(args: _CliArgs) -> int:
     return {"running": 0, "unhealthy": 1, "stopped": 3}[status.state]
 
 
+def _cmd_dump(args: _CliArgs) -> int:
+    from study.tracking._pg_dump import dump_postgres
+    from study.tracking._postgres import PostgresError
+
+    try:
+        files = dump_postgres(args.study_dir, args.path)
+    except PostgresError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for f in files:
+        print(f"dumped {f} ({f.stat().st_size / 1e6:.1f} MB)")
+    print(f"restore with: python -m study.server restore --runs-dir NEW_RUNS {files[0].parent}")
+    return 0
+
+
+def _cmd_restore(args: _CliArgs) -> int:
+    from study.tracking._pg_dump import restore_postgres
+    from study.tracking._postgres import PostgresError
+
+    try:
+        restored = restore_postgres(args.study_dir, args.path)  # type: ignore[arg-type]
+    except PostgresError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"restored {', '.join(restored)} into {args.study_dir}'s PostgreSQL; copy MLflow's "
+          f"artifacts to {Path(args.study_dir) / 'mlflow' / 'artifacts'}, then: python -m "
+          f"study.server start --runs-dir {args.study_dir}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status (status: 0 running, 1 unhealthy, 3 stopped)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = _parse(argv)
-    command = {"start": _cmd_start, "stop": _cmd_stop, "status": _cmd_status}[args.command]
+    command = {"start": _cmd_start, "stop": _cmd_stop, "status": _cmd_status,
+               "dump": _cmd_dump, "restore": _cmd_restore}[args.command]
     return command(args)
 
 

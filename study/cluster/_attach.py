@@ -71,8 +71,12 @@ def resolve_address(flag: str | None, environ: Mapping[str, str]) -> str | None:
 
 def attach(address: str, runs_dir: Path, tracking_uri: str | None, *,
            storage_path: str | None, echo: Callable[[str], Any] = print,
-           server_timeout_s: float = 120.0) -> AttachSettings:
+           server_timeout_s: float = 120.0,
+           server_options: Mapping[str, Any] | None = None) -> AttachSettings:
     """Join the Ray cluster at ``address`` and choose the MLflow server its trials log to.
+    ``server_options`` (``backend``, ``artifacts``, ``workers``: the launcher's
+    ``--backend-store-uri``, ``--artifacts-destination``, ``--server-workers``) go to the
+    managed server when no ``tracking_uri`` is given.
 
     Raises ClusterError (nothing started on the cluster) when Ray cannot be reached, when the
     tracking server would be out of the other machines' reach, when a multi-machine cluster has
@@ -97,7 +101,8 @@ def attach(address: str, runs_dir: Path, tracking_uri: str | None, *,
             " give --storage-path on storage every node reaches (s3://bucket/prefix, gs://..., "
             "or an NFS mount such as /mnt/nfs/tlstudy) for Tune's trial checkpoints")
     if tracking_uri is None:
-        tracking_uri = _managed_server(runs_dir, node_ip, server_timeout_s)
+        tracking_uri = _managed_server(runs_dir, node_ip, server_timeout_s,
+                                       dict(server_options or {}))
     elif remote and _uri_is_loopback(tracking_uri):
         raise ClusterError(f"--tracking-uri {tracking_uri} is this machine's loopback address: "
                            f"trials on {', '.join(sorted(remote))} cannot reach it. Give an "
@@ -137,14 +142,15 @@ def _fmt(res: Mapping[str, float]) -> str:
     return ", ".join(f"{k} {res[k]:g}" for k in ("CPU", "GPU") if k in res) or "nothing"
 
 
-def _managed_server(runs_dir: Path, node_ip: str, timeout_s: float) -> str:
+def _managed_server(runs_dir: Path, node_ip: str, timeout_s: float,
+                    options: dict[str, Any]) -> str:
     """The runs folder's MLflow server, bound where the cluster reaches this machine."""
     from study.server import ServerError, ensure_server, is_loopback
 
     host = "127.0.0.1" if is_loopback(node_ip) else node_ip
     try:
-        info = ensure_server(runs_dir, host=host, timeout_s=timeout_s)
-    except ServerError as exc:
+        info = ensure_server(runs_dir, host=host, timeout_s=timeout_s, **options)
+    except (ServerError, ValueError) as exc:
         raise ClusterError(f"the MLflow server for the cluster's trials did not start: {exc}"
                            ) from None
     if is_loopback(info.host) and not is_loopback(node_ip):

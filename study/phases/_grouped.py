@@ -31,6 +31,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialSch
 from ray.tune.search import Searcher
 
 from study.phases._optuna_links import trial_links
+from study.phases._storage import optuna_storage
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class GroupedOptunaSearcher(Searcher):
         super().__init__(metric=METRIC, mode=MODE)
         self._groups = {g.key: g for g in groups}
         self._storage_url = storage_url
+        self._storage: optuna.storages.BaseStorage | str | None = None  # opened on first use
         self._prefix = study_prefix
         self._seed = seed
         self._max_epochs = max_epochs
@@ -95,10 +97,12 @@ class GroupedOptunaSearcher(Searcher):
 
     def study(self, key: str) -> optuna.Study:
         if key not in self._studies:
+            if self._storage is None:  # one engine for every group; waits out a DB restart
+                self._storage = optuna_storage(self._storage_url)
             sampler = optuna.samplers.TPESampler(
                 seed=(self._seed * 1_000_003 + zlib.crc32((self._salt + key).encode())) % 2**31)
             study = optuna.create_study(
-                study_name=self.study_name(key), storage=self._storage_url, sampler=sampler,
+                study_name=self.study_name(key), storage=self._storage, sampler=sampler,
                 direction="minimize", load_if_exists=True)
             if not study.get_trials(deepcopy=False):  # new: seed it once (not on a resume)
                 with warnings.catch_warnings():  # "experimental" since Optuna 3.2

@@ -17,13 +17,19 @@ the network. Clients use SQLAlchemy URLs of the form
 ``postgresql+psycopg2://tlstudy@/<database>?host=<socket folder>&port=<port>``.
 
 PostgreSQL refuses to run as root. When this process is root, ``initdb`` and ``pg_ctl`` run as
-the unprivileged ``postgres`` user (``runuser -u postgres --``; Debian's package creates it),
-which must be able to reach the runs folder (every parent folder searchable by others); the
-error says which folder is not.
+the unprivileged ``postgres`` user (``runuser -u postgres --``; Debian's package creates it).
+That user must be able to reach what it writes (data, log, socket). When a parent of the runs
+folder is not searchable by others (``/root``, pytest's 0700 temporary folders), a *new*
+database cluster is placed in that user's home instead, ``~postgres/tlstudy/<runs name>-<random>/``
+(``data/``, ``postgres.log``, ``socket/``), and ``<runs>/postgres/data`` is a symbolic link to
+it: the link says where the data is, and the runs folder still finds its database. A cluster
+that already lives inside an unreachable runs folder is not moved: the error names the folder
+and the fix (``chmod o+x``).
 
-Where the data lives is where the runs folder lives: on a cloud head node, a disk that
-``ray down`` deletes unless the runs folder is on a kept volume — back it up with
-``pg_dump`` (see the README) or keep ``<runs>`` on persistent storage.
+Where the data lives is where the runs folder lives (or where its ``data`` link points): on a
+cloud head node, a disk that ``ray down`` deletes unless the runs folder is on a kept volume —
+back it up with ``pg_dump`` (see the README) or keep ``<runs>`` on persistent storage. Copying
+the runs folder copies the link, not the database: use ``pg_dump``.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import dataclasses
 import glob
 import hashlib
 import json
+import logging
 import os
 import pwd
 import shutil
@@ -43,6 +50,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from study.tracking._proc import ServiceFiles
+
+logger = logging.getLogger(__name__)
 
 DB_USER = "tlstudy"
 SERVICE_USER = "postgres"  # who runs the database when we are root
@@ -86,15 +95,33 @@ class PostgresInfo:
 
 @dataclass(frozen=True)
 class _Paths(ServiceFiles):
+    """``root`` (``<runs>/postgres``) holds the lock and the record; ``home`` what the database
+    server itself writes: ``root`` too, or the folder ``root/data`` links to (see the module
+    docstring)."""
+
     STEM: ClassVar[str] = "postgres"
 
     @property
-    def data(self) -> Path:
+    def link(self) -> Path:
         return self.root / "data"
 
     @property
+    def home(self) -> Path:
+        if self.link.is_symlink():
+            return Path(os.readlink(self.link)).parent
+        return self.root
+
+    @property
+    def data(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def log(self) -> Path:
+        return self.home / f"{self.STEM}.log"
+
+    @property
     def socket(self) -> Path:
-        local = self.root / "socket"
+        local = self.home / "socket"
         if len(str(local)) + 16 <= _MAX_SOCKET_PATH:
             return local
         digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
@@ -157,14 +184,23 @@ def _own(path: Path) -> None:
     os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
+def _reachable(path: Path) -> bool:
+    """Whether the service user (we ourselves unless root) can write in ``path``."""
+    if os.geteuid() != 0:
+        return True
+    return subprocess.run(_as_service(["test", "-w", str(path)]), check=False).returncode == 0
+
+
+def _blocked(path: Path) -> Path:
+    """The first folder on the way to ``path`` that others cannot search (``path`` if none)."""
+    return next((p for p in reversed(path.parents) if not os.stat(p).st_mode & 0o001), path)
+
+
 def _check_reachable(path: Path) -> None:
     """As root, the service user must reach ``path``: name the first parent it cannot."""
-    if os.geteuid() != 0:
+    if _reachable(path):
         return
-    if subprocess.run(_as_service(["test", "-w", str(path)]), check=False).returncode == 0:
-        return
-    blocked = next((p for p in reversed(path.parents)
-                    if not os.stat(p).st_mode & 0o001), path)
+    blocked = _blocked(path)
     raise PostgresError(
         f"PostgreSQL runs as user {SERVICE_USER!r} (it refuses root), and that user cannot "
         f"reach {path}: {blocked} is not searchable by others. Allow it (chmod o+x "
@@ -194,13 +230,45 @@ def _postmaster_pid(paths: _Paths) -> int | None:
     return pid if pid_alive(pid) else None
 
 
-def _initdb(paths: _Paths, timeout_s: float) -> None:
-    paths.data.mkdir(mode=0o700)
-    _own(paths.data)
-    _run(_as_service([str(bin_dir() / "initdb"), "-D", str(paths.data), "-U", DB_USER,
+def _service_home() -> Path:
+    """Where a database cluster goes when the runs folder is out of the service user's reach:
+    ``~postgres/tlstudy`` (made, 0700, owned by that user)."""
+    base = Path(pwd.getpwnam(SERVICE_USER).pw_dir) / "tlstudy"
+    base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _own(base)
+    return base
+
+
+def _new_home(paths: _Paths) -> Path:
+    """The folder a new database cluster of ``paths`` goes to: ``paths.root`` when the service
+    user can reach it, else a new folder in that user's home (root only; see the module
+    docstring), logged with the reason."""
+    if _reachable(paths.root):
+        return paths.root
+    try:
+        base = _service_home()
+    except (KeyError, OSError) as e:
+        _check_reachable(paths.root)   # raises, naming the folder and the fix
+        raise PostgresError(f"cannot place the database in {SERVICE_USER}'s home: {e}") from None
+    home = Path(tempfile.mkdtemp(prefix=f"{paths.root.parent.name[:40]}-", dir=base))
+    _own(home)
+    _check_reachable(home)
+    blocked = _blocked(paths.root)
+    logger.warning(
+        "PostgreSQL runs as user %r (it refuses root), which cannot enter %s: the database of "
+        "%s goes to %s (linked from %s). To keep it inside the runs folder instead, allow the "
+        "folder (chmod o+x %s) before the first start.", SERVICE_USER, blocked,
+        paths.root.parent, home, paths.link, blocked)
+    return home
+
+
+def _initdb(data: Path, timeout_s: float) -> None:
+    data.mkdir(mode=0o700)
+    _own(data)
+    _run(_as_service([str(bin_dir() / "initdb"), "-D", str(data), "-U", DB_USER,
                       "-A", "trust", "-E", "UTF8", "--no-locale", "--no-instructions"]),
          "initdb", timeout_s)
-    with (paths.data / "postgresql.conf").open("a") as f:
+    with (data / "postgresql.conf").open("a") as f:
         f.write("\n# tlstudy: unix socket only; enough connections for several MLflow workers\n"
                 "listen_addresses = ''\nmax_connections = 400\n")
 
@@ -249,12 +317,19 @@ def ensure_postgres(runs_dir: Path, *, timeout_s: float = 60.0) -> PostgresInfo:
             _create_databases(info, timeout_s)
             return info
         _own(paths.root)
-        _check_reachable(paths.root)
         if not (paths.data / "PG_VERSION").is_file():
+            if paths.link.is_symlink():
+                raise PostgresError(f"{paths.link} links to {paths.data}, which holds no "
+                                    "database cluster (removed?): restore it, or remove the "
+                                    "link to start an empty one")
             if paths.data.exists():
                 raise PostgresError(f"{paths.data} exists but holds no database cluster; "
                                     "move it away")
-            _initdb(paths, timeout_s)
+            home = _new_home(paths)
+            _initdb(home / "data", timeout_s)
+            if home != paths.root:
+                paths.link.symlink_to(home / "data", target_is_directory=True)
+        _check_reachable(paths.home)
         socket_dir = paths.socket
         socket_dir.mkdir(mode=0o700, exist_ok=True)
         os.chmod(socket_dir, 0o700)
@@ -296,6 +371,17 @@ def stop_postgres(runs_dir: Path, timeout_s: float = 60.0) -> bool:
                           "-w", "-t", str(int(timeout_s)), "stop"]), "pg_ctl stop",
              timeout_s + 10)
         return True
+
+
+def drop_postgres(runs_dir: Path, timeout_s: float = 60.0) -> None:
+    """Stop the runs folder's PostgreSQL and delete its database cluster, wherever it lives
+    (a runs folder thrown away, tests). Everything MLflow and Optuna kept there is gone."""
+    stop_postgres(runs_dir, timeout_s)
+    paths = _paths(runs_dir)
+    if paths.home != paths.root:
+        shutil.rmtree(paths.home, ignore_errors=True)
+        paths.link.unlink(missing_ok=True)
+    shutil.rmtree(paths.data, ignore_errors=True)
 
 
 def postgres_status(runs_dir: Path) -> PostgresInfo | None:

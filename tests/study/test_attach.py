@@ -34,6 +34,45 @@ def test_shipped_yaml_passes_rays_own_prepare_and_validate():
     assert prepared["available_node_types"]["head"]["max_workers"] == 0
 
 
+def test_shipped_yaml_heads_store_is_its_own_postgresql(tmp_path):
+    """The head installs Debian's PostgreSQL (non-interactive, only when missing) and starts
+    MLflow on the runs folder's own PostgreSQL (Optuna then uses it too), with server workers
+    for the trials the cluster can run; as ``ray up`` reads the file."""
+    import shlex
+    import subprocess
+
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    from search_spaces import load_spec
+    from study.server import workers_for
+
+    raw = yaml.safe_load(SHIPPED.read_text())
+    prepared = prepare_config(copy.deepcopy(raw))
+    validate_config(prepared)
+    setup = raw["head_setup_commands"]                 # Ray runs them after setup_commands
+    assert prepared["head_setup_commands"][-len(setup):] == setup
+    install = next(c for c in setup if "apt-get" in c)
+    assert "DEBIAN_FRONTEND=noninteractive" in install and " -y " in install
+    assert re.search(r"install .*\bpostgresql\b", install)
+    assert install.startswith("ls /usr/lib/postgresql/*/bin/pg_ctl")  # idempotent
+    server = next(c for c in prepared["head_start_ray_commands"] if "study.server start" in c)
+    argv = shlex.split(server.split("python ", 1)[1])
+    assert argv[argv.index("--backend-store-uri") + 1] == "postgres"
+    trials = cluster.load_cluster_config(SHIPPED).reachable_resources()["GPU"] / (
+        load_spec("paper").resources.gpus)
+    assert int(argv[argv.index("--workers") + 1]) >= workers_for(int(trials), cpus=4)  # m5.xlarge
+    # replayed here, where PostgreSQL is installed: nothing is installed again
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "sudo").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "sudo.log"}\n')
+    (stub / "sudo").chmod(0o755)
+    for command in setup:
+        subprocess.run(["bash", "-c", command], check=True, timeout=60,
+                       env={"PATH": f"{stub}:/usr/bin:/bin", "HOME": str(tmp_path)})
+    calls = (tmp_path / "sudo.log").read_text() if (tmp_path / "sudo.log").exists() else ""
+    assert "apt-get" not in calls
+
+
 def test_shipped_yaml_uses_a_current_gpu_image_not_rays_ubuntu_18_dlami():
     data = yaml.safe_load(SHIPPED.read_text())
     for name, t in data["available_node_types"].items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pwd
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -106,6 +107,29 @@ def test_mlflow_server_and_optuna_share_the_folders_postgres(runs: Path,
 
 
 @needs_pg
+def test_the_trial_logger_keeps_epochs_logged_while_postgres_restarts(
+        runs: Path, pg_server: ServerInfo) -> None:
+    """The MLflow server answers 503 (TEMPORARILY_UNAVAILABLE) while its PostgreSQL is down:
+    the trial logger keeps those epochs and delivers them once it is back, each once."""
+    client = client_for(pg_server.url)
+    run_id = start_parent_run(client, experiment_for(client, "pg-restart"))
+    log = RunLogger(pg_server.url, run_id)
+    log.metrics(1, {"val_loss": 1.0})
+    assert log.flush(wait_s=30)
+    pg.stop_postgres(runs)
+    for epoch in (2, 3):                       # trained while the database is down
+        log.metrics(epoch, {"val_loss": 1.0 / epoch})
+    assert not log.flush(wait_s=2) and log.pending["metrics"] == 2
+    pg.ensure_postgres(runs)
+    log.metrics(4, {"val_loss": 0.25})
+    assert log.finish(wait_s=120) is True
+    run = client.get_run(run_id)
+    assert [m.step for m in sorted(client.get_metric_history(run_id, "val_loss"),
+                                   key=lambda m: m.step)] == [1, 2, 3, 4]
+    assert run.info.status == "FINISHED" and "logging_errors" not in run.data.tags
+
+
+@needs_pg
 @pytest.mark.slow
 def test_stopped_server_and_postgres_come_back_with_the_runs(runs: Path,
                                                              pg_server: ServerInfo) -> None:
@@ -118,6 +142,74 @@ def test_stopped_server_and_postgres_come_back_with_the_runs(runs: Path,
     client = client_for(again.url)
     (run,) = client.search_runs([experiment_for(client, "pg-study")])
     assert len(client.get_metric_history(run.info.run_id, "val_auc")) == 3
+
+
+@needs_pg
+def test_the_searchers_optuna_storage_waits_out_a_postgres_restart(runs: Path) -> None:
+    """Optuna's own RDBStorage fails the first call after PostgreSQL restarts (stale pooled
+    connections); the searcher's storage checks connections before use and retries a call that
+    meets the database down: every trial stored once, data errors still raised at once."""
+    import threading
+
+    from study.phases._storage import ResilientRDBStorage, optuna_storage
+
+    url = pg.ensure_postgres(runs).url("optuna")
+    storage = optuna_storage(url)
+    assert isinstance(storage, ResilientRDBStorage)
+    study = optuna.create_study(storage=storage, study_name="restart")
+    study.tell(study.ask(), 1.0)
+    pg.stop_postgres(runs)
+    pg.ensure_postgres(runs)                       # restarted between two calls
+    study.tell(study.ask(), 2.0)
+    pg.stop_postgres(runs)                         # down while the call is made
+    threading.Timer(2.0, pg.ensure_postgres, args=(runs,)).start()
+    trial = study.ask()
+    study.tell(trial, 3.0)
+    assert [t.value for t in optuna.load_study(storage=url, study_name="restart").trials] == [
+        1.0, 2.0, 3.0]
+    with pytest.raises(ValueError):                # a finished trial: not retried
+        study.tell(trial, 4.0)
+    assert optuna_storage("sqlite:////x/optuna.db") == "sqlite:////x/optuna.db"
+
+
+@needs_pg
+@pytest.mark.slow
+def test_dump_then_restore_into_a_new_runs_folder(runs: Path, pg_server: ServerInfo) -> None:
+    """What keeps a cluster head's results beyond ``ray down``: ``study.server dump`` on the
+    head, ``study.server restore`` into a new runs folder elsewhere; its server then serves the
+    same run and history, Optuna's study is there, and a second restore there is refused."""
+    import subprocess
+    import sys
+
+    url = pg.optuna_storage_url(runs / "pg-study")
+    study = optuna.create_study(storage=url, study_name="pg-study/FT/split0")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    cli = [sys.executable, "-m", "study.server"]
+    done = subprocess.run([*cli, "dump", "--runs-dir", str(runs)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    dumps = runs / "dumps"
+    assert sorted(p.name for p in dumps.iterdir()) == ["mlflow.dump", "optuna.dump"]
+    new = runs / "restored"   # (a folder of its own, reachable by the service user)
+    done = subprocess.run([*cli, "restore", "--runs-dir", str(new), str(dumps)],
+                          capture_output=True, text=True, timeout=300)
+    try:
+        assert done.returncode == 0, done.stderr
+        again = ensure_server(new, timeout_s=180)
+        assert again.store == "postgres"
+        client = client_for(again.url)
+        (run,) = client.search_runs([experiment_for(client, "pg-study")])
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_auc")
+                      ) == [1, 2, 3]
+        restored = optuna.load_study(storage=pg.optuna_storage_url(new / "pg-study"),
+                                     study_name="pg-study/FT/split0")
+        assert [t.params for t in restored.trials] == [t.params for t in study.trials]
+        twice = subprocess.run([*cli, "restore", "--runs-dir", str(new), str(dumps)],
+                               capture_output=True, text=True, timeout=300)
+        assert twice.returncode == 1 and "already holds results" in twice.stderr
+    finally:
+        stop_server(new)
+        pg.stop_postgres(new)
 
 
 @needs_pg
@@ -141,11 +233,53 @@ def test_missing_binaries_are_named(monkeypatch: pytest.MonkeyPatch, tmp_path: P
 
 @needs_pg
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root hands PostgreSQL to another user")
-def test_as_root_an_unreachable_runs_folder_is_named(tmp_path: Path) -> None:
-    """pytest's tmp_path lies under a 0700 folder the 'postgres' user cannot enter."""
+def test_as_root_a_runs_folder_the_service_user_cannot_enter_still_gets_its_postgres(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """pytest's tmp_path lies under a 0700 folder the 'postgres' user cannot enter: the
+    database goes to that user's home, linked from ``<runs>/postgres/data``, said in a warning;
+    it is found again after a stop, and dropped with the runs folder."""
+    runs = tmp_path / "runs"
+    try:
+        first = pg.ensure_postgres(runs)
+        link = runs / "postgres" / "data"
+        assert link.is_symlink() and link.resolve() == first.data_dir
+        home = first.data_dir.parent
+        assert home.parent == Path(pwd.getpwnam("postgres").pw_dir) / "tlstudy"
+        assert (home.stat().st_mode & 0o777) == 0o700 and home.stat().st_uid != 0
+        assert first.log_path.parent == home and first.socket_dir.parent == home
+        assert pg.has_postgres(runs)
+        warning = " ".join(r.getMessage() for r in caplog.records)
+        assert "cannot enter" in warning and str(home) in warning and "chmod o+x" in warning
+        engine = sa.create_engine(first.url("mlflow"))
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE kept (v int)"))
+            conn.execute(sa.text("INSERT INTO kept VALUES (7)"))
+        engine.dispose()
+        assert pg.stop_postgres(runs)
+        again = pg.ensure_postgres(runs)
+        assert again.data_dir == first.data_dir and again.socket_dir == first.socket_dir
+        engine = sa.create_engine(again.url("mlflow"))
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT v FROM kept")).scalar() == 7
+        engine.dispose()
+    finally:
+        pg.drop_postgres(runs)
+    assert not home.exists() and not link.is_symlink() and not pg.has_postgres(runs)
+
+
+@needs_pg
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands PostgreSQL to another user")
+def test_as_root_a_database_inside_an_unreachable_folder_is_named_not_moved(
+        tmp_path: Path) -> None:
+    """A database cluster already inside the runs folder stays there: the error names the
+    folder the 'postgres' user cannot enter and the fix, before anything starts."""
+    data = tmp_path / "runs" / "postgres" / "data"
+    data.mkdir(parents=True)
+    (data / "PG_VERSION").write_text("15\n")
     with pytest.raises(pg.PostgresError, match="not searchable by others") as e:
-        pg.ensure_postgres(tmp_path)
+        pg.ensure_postgres(tmp_path / "runs")
     assert "chmod o+x" in str(e.value)
+    assert not data.is_symlink() and pg.postgres_status(tmp_path / "runs") is None
 
 
 def test_workers_and_capacity_warning() -> None:
