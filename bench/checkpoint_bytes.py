@@ -167,7 +167,8 @@ def report(result: dict) -> None:
           f"ASHA {result['asha']}, {result['epochs_per_trial']:.1f} epochs per trial, "
           f"{result['writes_per_trial_before']:.1f} -> {result['writes_per_trial_after']:.2f} "
           f"writes per trial ({result['mid_writes_per_trial']:.2f} mid-trial, "
-          f"{result['end_writes_per_trial']:.2f} finished) (GPU epoch {result['gpu_epoch_s_assumed']} s assumed, "
+          f"{result['end_writes_per_trial']:.2f} finished) "
+          f"(GPU epoch {result['gpu_epoch_s_assumed']} s assumed, "
           f"time budget {result['checkpoint_interval_s']:g} s)")
     print(f"  {'variant':<7}{'before MB':>11}{'after MB':>10}{'after/before':>14}")
     for v, r in result["variants"].items():
