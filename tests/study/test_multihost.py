@@ -155,9 +155,7 @@ def test_a_study_attached_with_address_runs_trials_on_both_raylets(
     cluster, nodes = raylets
     runs = tmp_path / "runs"
     env = {**cluster.head_env}                      # the driver's machine has the login
-    argv = [sys.executable, "-m", "study.launch", "--address", cluster.address, "--smoke-test",
-            "--study", "smoke-attach", "--runs-dir", str(runs),
-            "--storage-path", str(tmp_path / "shared"), "--max-concurrent-trials", "2"]
+    argv = _attach_argv(cluster, "smoke-attach", tmp_path)
     log = tmp_path / "driver.log"
     try:
         rc = _run(argv, env, log, timeout_s=600)
@@ -201,6 +199,7 @@ def test_the_cluster_job_path_with_the_yamls_head_commands(raylets, head_home, t
         request = ClusterRequest(config=config, space="smoke", study="smoke-job",
                                  storage_path=str(tmp_path / "shared"))
         entry = driver_argv(request, cluster_config=str(config), runs_dir=str(runs))
+        entry[entry.index("--space") + 1] = str(_longer_smoke(tmp_path))  # see _longer_smoke
         argv = job_submit_argv(entry, submission_id=f"smoke-job-{time.time_ns()}",
                                working_dir=str(PROJECT_ROOT), address=cluster.job_address,
                                ray=str(Path(sys.executable).parent / "ray"))
@@ -258,8 +257,9 @@ def _free_port(host: str) -> int:
 
 
 def _attach_argv(cluster: RayStartCluster, study: str, tmp_path: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "study.launch", "--address", cluster.address, "--smoke-test",
-            "--study", study, "--runs-dir", str(tmp_path / "runs"),
+    return [sys.executable, "-m", "study.launch", "--address", cluster.address,
+            "--space", str(_longer_smoke(tmp_path)), "--study", study,
+            "--runs-dir", str(tmp_path / "runs"),
             "--storage-path", str(tmp_path / "shared"), "--max-concurrent-trials", "2", *extra]
 
 
@@ -334,7 +334,11 @@ def test_the_worker_node_killed_mid_study(head_home, tmp_path, tmp_path_factory,
 
 
 def _longer_smoke(folder: Path) -> Path:
-    """smoke.yaml with 6-epoch trials (search and evaluation): epochs end while a fault lasts."""
+    """smoke.yaml with 6-epoch trials (search and evaluation): epochs end while a fault lasts,
+    and trials outlast the start of a second node's trial actor. (Tune hands a trial waiting
+    for a new actor to a cached one that frees first, ``TuneController.
+    _maybe_reuse_cached_actor``; smoke's 1-second trials all finish on the node whose actor
+    came up first.)"""
     data = yaml.safe_load((PROJECT_ROOT / "search_spaces" / "smoke.yaml").read_text())
     data["search"]["asha"]["max_epochs"] = 6
     data["evaluation"].update(max_epochs=6, early_stopping_patience=6)
@@ -364,10 +368,9 @@ def test_postgres_restarted_then_the_driver_killed_then_resume(raylets, head_hom
     twice, Table 1 rebuilt."""
     cluster, nodes = raylets
     runs = tmp_path / "runs"
-    store = ("--backend-store-uri", "postgres", "--server-workers", "2",
-             "--space", str(_longer_smoke(tmp_path)))
+    store = ("--backend-store-uri", "postgres", "--server-workers", "2")
     log = tmp_path / "driver.log"
-    argv = [a for a in _attach_argv(cluster, "smoke-pg", tmp_path, *store) if a != "--smoke-test"]
+    argv = _attach_argv(cluster, "smoke-pg", tmp_path, *store)
     try:  # the server and the database go at the end, whatever fails
         proc = _start(argv, cluster.head_env, log)
         try:
