@@ -2,8 +2,10 @@
 trial logger (``study.tracking``) against the managed MLflow server, on 127.0.0.1 only.
 
 Each simulated trial does what a real one does to MLflow: look for its run (search), create
-it, log its params; then per epoch one batch of ``--metrics`` values through ``RunLogger``
-(buffered, one request, retried and spilled, never dropped), paced (``--pace 1``: one epoch per
+it; then per epoch one batch of ``--metrics`` values (its params and tags with the first)
+through ``RunLogger`` with the trials' policy (buffered, retried and spilled, never dropped;
+sent at most every ``--send-interval`` seconds, 2 by default as in the trials, the last epoch
+at once; ``--send-interval 0``: a request per epoch), paced (``--pace 1``: one epoch per
 second per trial) or flat out (``--pace 0``); then tags and the end of the run. Start calls
 that fail are retried after a backoff (as Tune restarts a trial), and counted as errors.
 MLflow's own HTTP retries are off, so every failed request is counted.
@@ -23,6 +25,7 @@ entries. Examples::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -53,6 +56,7 @@ class LoadConfig:
     pace_s: float  # seconds per epoch per trial; 0 = flat out
     workers: int
     max_seconds: float
+    send_interval_s: float = 2.0  # the trial logger's (study.tracking.TRIAL_POLICY)
 
     def __post_init__(self) -> None:
         if self.store not in ("sqlite", "postgres"):
@@ -61,8 +65,10 @@ class LoadConfig:
             raise ValueError(f"--trials must be 1..{MAX_TRIALS}, got {self.trials}")
         if not 1 <= self.epochs <= MAX_EPOCHS:
             raise ValueError(f"--epochs must be 1..{MAX_EPOCHS}, got {self.epochs}")
-        if not 1 <= self.metrics <= 100 or self.pace_s < 0 or self.workers < 1:
-            raise ValueError("need 1 <= --metrics <= 100, --pace >= 0, --workers >= 1")
+        if (not 1 <= self.metrics <= 100 or self.pace_s < 0 or self.workers < 1
+                or self.send_interval_s < 0):
+            raise ValueError("need 1 <= --metrics <= 100, --pace >= 0, --workers >= 1, "
+                             "--send-interval >= 0")
         if not 10 <= self.max_seconds <= 1800:
             raise ValueError(f"--max-seconds must be 10..1800, got {self.max_seconds}")
 
@@ -118,7 +124,8 @@ def simulated_trial(uri: str, exp_id: str, parent: str, index: int, cfg: LoadCon
                 return
             time.sleep(backoff)
             backoff = min(2 * backoff, 10.0)
-    policy = tracking.RetryPolicy(finish_wait_s=max(1.0, deadline - time.monotonic()))
+    policy = dataclasses.replace(tracking.TRIAL_POLICY, send_interval_s=cfg.send_interval_s,
+                                 finish_wait_s=max(1.0, deadline - time.monotonic()))
     log = tracking.RunLogger(uri, stats.run_id, policy=policy, spill_dir=spill)
     log.params({"base_lr": 10 ** -(1 + index % 4), "lambda": 0.5, "trial": index})
     log.tags({"node_id": platform.node(), "worker_pid": str(os.getpid())})
@@ -129,7 +136,7 @@ def simulated_trial(uri: str, exp_id: str, parent: str, index: int, cfg: LoadCon
             break
         log.metrics(epoch, {"epoch": epoch, **{f"m{k}": (epoch * 7 + k) % 13 / 13
                                                for k in range(cfg.metrics - 1)}})
-        log.flush()
+        log.flush(force=epoch == cfg.epochs)  # as a trial: its last epoch at once
         if cfg.pace_s > 0:
             time.sleep(max(0.0, start + epoch * cfg.pace_s - time.monotonic()))
     log.tags({"stop_reason": "budget" if not stats.cut else "cut"})
@@ -243,6 +250,7 @@ def summary_line(r: dict) -> str:
     c = r["config"]
     lat = r["latency_s"]
     return (f"{c['store']}{'+login' if c['login'] else ''} workers={c['workers']} "
+            f"send-interval={c.get('send_interval_s', 0):g}s "
             f"{r['mode']} trials={c['trials']}x{c['epochs']}ep: errors {r['errors']}/"
             f"{r['requests']}, {r['requests_per_s']} req/s, p50 {lat['p50']} s, p95 "
             f"{lat['p95']} s, p99 {lat['p99']} s (epoch requests p95 "
@@ -264,15 +272,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=None,
                    help="server workers (default: one per 16 trials)")
     p.add_argument("--max-seconds", type=float, default=600.0)
+    p.add_argument("--send-interval", type=float, default=None, dest="send_interval_s",
+                   help="the trial logger's least seconds between sends (default: the "
+                        "trials', study.tracking.TRIAL_POLICY; 0: a request per epoch)")
     p.add_argument("--out", type=Path, default=None, help="JSON result file")
     ns = p.parse_args(argv)
     from study.server import workers_for
+    from study.tracking import TRIAL_POLICY
 
     try:
         cfg = LoadConfig(store=ns.store, login=ns.login, trials=ns.trials, epochs=ns.epochs,
                          metrics=ns.metrics, pace_s=ns.pace_s,
                          workers=ns.workers or workers_for(ns.trials),
-                         max_seconds=ns.max_seconds)
+                         max_seconds=ns.max_seconds,
+                         send_interval_s=(TRIAL_POLICY.send_interval_s
+                                          if ns.send_interval_s is None
+                                          else ns.send_interval_s))
     except ValueError as e:
         p.error(str(e))
     result = run_load(cfg)

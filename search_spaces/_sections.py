@@ -7,6 +7,7 @@ paper's protocol; ``tests/search_spaces`` checks that they agree.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from dataclasses import dataclass, fields
@@ -239,11 +240,12 @@ class AshaSpec:
     reduction_factor: float = 3.0
 
     def rungs(self) -> tuple[int, ...]:
-        """The epochs at which ASHA compares trials (``grace · η^k`` below ``max_epochs``),
-        where a search trial's checkpoint is always written."""
+        """The epochs at which ASHA compares trials (``grace · η^k`` below ``max_epochs``,
+        rounded up: Ray decides at the first report at or past a rung), where a search trial
+        that goes on writes its checkpoint and sends its epochs at once."""
         out, t = [], float(self.grace_period)
         while t < self.max_epochs:
-            out.append(int(round(t)))
+            out.append(math.ceil(t - 1e-9))
             t *= self.reduction_factor
         return tuple(sorted(set(out)))
 

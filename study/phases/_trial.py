@@ -119,20 +119,24 @@ def run(config: dict[str, Any], ctx: TrialContext) -> None:
             run_file.write_text(run_id)
             # a run reused after a crash before the first checkpoint may hold epochs already
             journal = EpochJournal(work, logged=logged_epochs(client, run_id) if reused else 0)
-        logger = tracking.RunLogger(ctx.tracking_uri, run_id)
+        logger = tracking.RunLogger(ctx.tracking_uri, run_id, policy=tracking.TRIAL_POLICY)
         logger.params(_flat_params(cfg, config))  # these and the tags leave with epoch 1's
         logger.tags(where)                        # batch: one request
         journal.send(logger)  # epochs a crash kept from MLflow, if any
 
         last_epoch, handed = [0], [journal.checkpoint_epoch()]
+        # the epochs after whose report Tune may end the trial: its scheduler's rungs, its last
+        ends = {*(ctx.spec.search.asha.rungs() if ctx.phase == "search" else ()),
+                cfg.max_epochs}
 
         def reporter(metrics: dict[str, Any]) -> str | None:
             last_epoch[0] = int(metrics["epoch"])
             numeric = {k: float(v) for k, v in metrics.items() if _is_number(v)}
             written = int(metrics["checkpoint_epoch"])
             journal.record(last_epoch[0], numeric, written)
-            journal.send(logger)  # before Tune has it: a stopped trial's worker may be torn
-            logger.flush()        # down right after report() (see study/tracking/_journal.py)
+            journal.send(logger)  # sent before Tune has it where the worker may be torn down
+            # right after report() (see study/tracking/_journal.py); else within 2 s
+            logger.flush(force=last_epoch[0] in ends)
             checkpoint = None     # Tune copies a checkpoint only when one was written
             if written != handed[0]:
                 handed[0] = written

@@ -1,8 +1,10 @@
 """Exactly-once epoch history in MLflow for trials that crash, restart and fall back.
 
-Every epoch is sent to MLflow as soon as it is trained, before its checkpoint is handed to Tune
-(so an epoch Tune has seen is in MLflow even when the worker is torn down right after, as
-happens to the last trial ASHA stops). A crash can then leave MLflow and the checkpoint apart,
+An epoch after whose report Tune may end the trial (an ASHA rung, the last epoch) is sent to
+MLflow as soon as it is trained, before Tune has it (so it is in MLflow even when the worker is
+torn down right after, as happens to the last trial ASHA stops); the others leave within the
+trial logger's send interval (``study.tracking.TRIAL_POLICY``), or, if the worker dies first,
+from this journal when the trial restarts. A crash can then leave MLflow and the checkpoint apart,
 both ways, and the journal puts them together again. The journal (``epochs.jsonl``, one line
 per epoch with its metrics and wall-clock time) lives in the trial's checkpoint directory, so
 Tune persists it with every checkpoint. A restarted trial reads it back, drops the epochs past

@@ -77,11 +77,15 @@ class RetryPolicy:
     ``finish_wait_s``; waits between attempts grow from ``backoff_initial_s`` to
     ``backoff_max_s``. ``probe_timeout_s`` bounds connecting to the server,
     ``request_timeout_s`` waiting for its answer; ``warn_every_s`` rate-limits the "server
-    unreachable" warning.
+    unreachable" warning. ``send_interval_s``: a ``flush()`` not forced sends at most once per
+    that many seconds (what comes meanwhile waits in the buffer for the next flush; 0: every
+    flush sends) — a trial's epochs of a second each then cost the server a request per
+    interval, not per epoch (:data:`TRIAL_POLICY`).
     """
 
     flush_every: int = 1000
     flush_interval_s: float = 30.0
+    send_interval_s: float = 0.0
     flush_wait_s: float = 0.0
     finish_wait_s: float = 120.0
     backoff_initial_s: float = 0.5
@@ -93,7 +97,8 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if self.flush_every < 1:
             raise ValueError(f"flush_every must be >= 1, got {self.flush_every}")
-        for name in ("flush_interval_s", "flush_wait_s", "finish_wait_s", "warn_every_s"):
+        for name in ("flush_interval_s", "send_interval_s", "flush_wait_s", "finish_wait_s",
+                     "warn_every_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 seconds, got {getattr(self, name)}")
         if not 0 < self.backoff_initial_s <= self.backoff_max_s:
@@ -102,6 +107,11 @@ class RetryPolicy:
         for name in ("probe_timeout_s", "request_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+
+#: A trial's logger: epochs leave at most every 2 s (each epoch at which the trial may end —
+#: an ASHA rung, its last — at once: ``flush(force=True)``; see ``study.phases._trial``).
+TRIAL_POLICY = RetryPolicy(send_interval_s=2.0)
 
 
 @dataclass(frozen=True)
@@ -165,6 +175,7 @@ class RunLogger:
 
     def _reset_timers(self) -> None:
         self._last_send = time.monotonic()
+        self._last_flush = float("-inf")  # the last flush() that sent (send_interval_s)
         self._next_try = 0.0
         self._backoff = self.policy.backoff_initial_s
         self._down_since: float | None = None
@@ -173,7 +184,8 @@ class RunLogger:
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()
-                if k not in ("_client", "_sender", "_last_send", "_next_try", "_backoff",
+                if k not in ("_client", "_sender", "_last_send", "_last_flush", "_next_try",
+                             "_backoff",
                              "_down_since", "_last_warn", "_refused_said", "request_s")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -258,13 +270,18 @@ class RunLogger:
 
     # ------------------------------------------------------------ delivery
 
-    def flush(self, wait_s: float | None = None) -> bool:
+    def flush(self, wait_s: float | None = None, *, force: bool = False) -> bool:
         """Send everything buffered, retrying for up to ``wait_s`` seconds (default
         ``policy.flush_wait_s``). True when nothing is left pending. With no wait, a server
-        in backoff (it failed a moment ago) is not tried again before its time."""
+        in backoff (it failed a moment ago) is not tried again before its time. Unless
+        ``force``, nothing is sent within ``policy.send_interval_s`` of the last flush that
+        sent."""
         wait = self.policy.flush_wait_s if wait_s is None else wait_s
-        if wait == 0 and time.monotonic() < self._next_try:
+        now = time.monotonic()
+        if ((wait == 0 and now < self._next_try)
+                or (not force and now - self._last_flush < self.policy.send_interval_s)):
             return not self._has_pending()
+        self._last_flush = now
         return self._deliver(wait)
 
     def finish(self, status: TerminalStatus = "FINISHED", wait_s: float | None = None) -> bool:

@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 from study.tracking import _limits as lim
 from study.tracking._logger import (
     LOGGING_ERRORS_TAG,
+    TRIAL_POLICY,
     RetryPolicy,
     RunLogger,
     TerminalStatus,
@@ -35,7 +36,8 @@ from study.tracking._logger import (
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "LOGGING_ERRORS_TAG", "PARENT_TAG", "RetryPolicy", "RunLogger", "TerminalStatus",
+    "LOGGING_ERRORS_TAG", "PARENT_TAG", "TRIAL_POLICY", "RetryPolicy", "RunLogger",
+    "TerminalStatus",
     "child_runs", "client_for", "close_dangling_runs", "default_spill_dir", "describe_parent",
     "experiment_for", "find_child_run", "log_table1", "open_child_run", "replay_spilled",
     "start_child_run", "start_parent_run", "table1_metrics", "ui_url",

@@ -112,6 +112,32 @@ def test_metrics_buffer_then_arrive_in_batches_with_steps(mlflow_server: str,
     assert len(mlflow_client.get_metric_history(run_id, "train_loss")) == 1133
 
 
+def test_epochs_leave_once_per_send_interval_and_at_once_when_forced(
+        mlflow_server: str, mlflow_client: MlflowClient, exp: str) -> None:
+    run_id = _child(mlflow_client, exp, start_parent_run(mlflow_client, exp), 0)
+    log = RunLogger(mlflow_server, run_id, policy=RetryPolicy(send_interval_s=3600))
+    log.params({"lr": 0.1})
+
+    def epoch(n: int, force: bool = False) -> None:
+        log.metrics(n, {"epoch": float(n), "val_loss": 1 / n})
+        log.flush(force=force)
+
+    epoch(1)  # the first flush sends (with the params)
+    assert _history(mlflow_client, run_id, "epoch") == [(1, 1.0)]
+    assert mlflow_client.get_run(run_id).data.params == {"lr": "0.1"}
+    epoch(2)
+    epoch(3)  # within the interval: buffered, one request saved per epoch
+    assert log.requests == 1 and log.pending["metrics"] == 4
+    assert [s for s, _ in _history(mlflow_client, run_id, "epoch")] == [1]
+    epoch(4, force=True)  # e.g. an ASHA rung: everything up to it leaves now
+    assert log.requests == 2 and log.pending["metrics"] == 0
+    assert [s for s, _ in _history(mlflow_client, run_id, "val_loss")] == [1, 2, 3, 4]
+    epoch(5)
+    assert log.finish("KILLED")  # the end sends what waited, whatever the interval
+    assert [s for s, _ in _history(mlflow_client, run_id, "epoch")] == [1, 2, 3, 4, 5]
+    assert mlflow_client.get_run(run_id).info.status == "KILLED"
+
+
 def test_params_tags_artifacts_and_finish(mlflow_server: str, mlflow_client: MlflowClient,
                                           exp: str, tmp_path: Path) -> None:
     run_id = _child(mlflow_client, exp, start_parent_run(mlflow_client, exp), 0)
