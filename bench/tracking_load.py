@@ -6,7 +6,9 @@ it; then per epoch one batch of ``--metrics`` values (its params and tags with t
 through ``RunLogger`` with the trials' policy (buffered, retried and spilled, never dropped;
 sent at most every ``--send-interval`` seconds, 2 by default as in the trials, the last epoch
 at once; ``--send-interval 0``: a request per epoch), paced (``--pace 1``: one epoch per
-second per trial) or flat out (``--pace 0``); then tags and the end of the run. Start calls
+second per trial) or flat out (``--pace 0``); then tags and the end of the run. Trials start
+spread over ``--stagger`` seconds (2 by default, as Tune starts them one after the other; 0:
+all in the same instant, their epochs then in lockstep: the worst burst). Start calls
 that fail are retried after a backoff (as Tune restarts a trial), and counted as errors.
 MLflow's own HTTP retries are off, so every failed request is counted.
 
@@ -57,6 +59,7 @@ class LoadConfig:
     workers: int
     max_seconds: float
     send_interval_s: float = 2.0  # the trial logger's (study.tracking.TRIAL_POLICY)
+    stagger_s: float = 2.0  # trials start spread evenly over this many seconds
 
     def __post_init__(self) -> None:
         if self.store not in ("sqlite", "postgres"):
@@ -66,9 +69,9 @@ class LoadConfig:
         if not 1 <= self.epochs <= MAX_EPOCHS:
             raise ValueError(f"--epochs must be 1..{MAX_EPOCHS}, got {self.epochs}")
         if (not 1 <= self.metrics <= 100 or self.pace_s < 0 or self.workers < 1
-                or self.send_interval_s < 0):
+                or self.send_interval_s < 0 or self.stagger_s < 0):
             raise ValueError("need 1 <= --metrics <= 100, --pace >= 0, --workers >= 1, "
-                             "--send-interval >= 0")
+                             "--send-interval >= 0, --stagger >= 0")
         if not 10 <= self.max_seconds <= 1800:
             raise ValueError(f"--max-seconds must be 10..1800, got {self.max_seconds}")
 
@@ -110,6 +113,7 @@ def simulated_trial(uri: str, exp_id: str, parent: str, index: int, cfg: LoadCon
                     deadline: float, spill: Path, stats: TrialStats) -> None:
     from study import tracking
 
+    time.sleep(index * cfg.stagger_s / cfg.trials)  # Tune starts trials one after the other
     client = tracking.client_for(uri)
     ident = {"phase": "search", "variant": "FT", "split": "0", "trial": f"t{index:03d}"}
     backoff = 0.5
@@ -250,7 +254,7 @@ def summary_line(r: dict) -> str:
     c = r["config"]
     lat = r["latency_s"]
     return (f"{c['store']}{'+login' if c['login'] else ''} workers={c['workers']} "
-            f"send-interval={c.get('send_interval_s', 0):g}s "
+            f"send-interval={c.get('send_interval_s', 0):g}s stagger={c.get('stagger_s', 0):g}s "
             f"{r['mode']} trials={c['trials']}x{c['epochs']}ep: errors {r['errors']}/"
             f"{r['requests']}, {r['requests_per_s']} req/s, p50 {lat['p50']} s, p95 "
             f"{lat['p95']} s, p99 {lat['p99']} s (epoch requests p95 "
@@ -275,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--send-interval", type=float, default=None, dest="send_interval_s",
                    help="the trial logger's least seconds between sends (default: the "
                         "trials', study.tracking.TRIAL_POLICY; 0: a request per epoch)")
+    p.add_argument("--stagger", type=float, default=2.0, dest="stagger_s",
+                   help="trials start spread evenly over this many seconds (0: all at once)")
     p.add_argument("--out", type=Path, default=None, help="JSON result file")
     ns = p.parse_args(argv)
     from study.server import workers_for
@@ -285,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
                          metrics=ns.metrics, pace_s=ns.pace_s,
                          workers=ns.workers or workers_for(ns.trials),
                          max_seconds=ns.max_seconds,
+                         stagger_s=ns.stagger_s,
                          send_interval_s=(TRIAL_POLICY.send_interval_s
                                           if ns.send_interval_s is None
                                           else ns.send_interval_s))
