@@ -4,7 +4,6 @@ its search has ended (:mod:`study.phases._overlap`)."""
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -193,15 +192,26 @@ def _run_config(name: str, path: str, progress: Any, closer: RunCloser) -> tune.
 
 def _drop_checkpoints(trial_paths: list[str]) -> None:
     """After the study: the search trials' checkpoints serve nothing (results are in MLflow,
-    the evaluation trained afresh); Tune's experiment state stays. Local storage only; an
+    the evaluation trained afresh); Tune's experiment state stays. A folder or a URI Tune's
+    storage reads (``s3://``, ``gs://``, ``file://``: pyarrow's filesystems, as Tune's); an
     evaluation trial's checkpoint (holding the tested weights) is kept."""
+    from pyarrow import fs as pafs
+
     freed = 0
     for path in trial_paths:
-        if "://" in str(path):
-            continue
-        for folder in Path(path).glob("checkpoint_*"):
-            freed += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            filesystem, root = pafs.FileSystem.from_uri(str(path)) if "://" in str(path) \
+                else (pafs.LocalFileSystem(), str(Path(path).resolve()))
+            found = filesystem.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+            for folder in found:
+                if folder.type != pafs.FileType.Directory or \
+                        not folder.base_name.startswith("checkpoint_"):
+                    continue
+                inside = filesystem.get_file_info(pafs.FileSelector(folder.path, recursive=True))
+                freed += sum(f.size or 0 for f in inside if f.type == pafs.FileType.File)
+                filesystem.delete_dir(folder.path)
+        except OSError as exc:  # storage unreachable now: the checkpoints stay, said once
+            log.warning("could not remove the search checkpoints under %s: %s", path, exc)
     if freed:
         log.info("removed the search trials' checkpoints (%.1f MB)", freed / 1e6)
 
