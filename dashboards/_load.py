@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from dashboards.literature import PAPER_ORDER
+from study.tracking import all_runs
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def find_parent(client: MlflowClient, study: str, run_id: str | None = None) -> 
         if run.info.experiment_id != exp.experiment_id:
             raise StudyNotFound(f"run {run_id} is not in study {study!r}")
         return exp.experiment_id, run
-    parents = [r for r in _all_runs(client, exp.experiment_id, None)
+    parents = [r for r in all_runs(client, exp.experiment_id)
                if PARENT_TAG not in r.data.tags]
     if not parents:
         raise StudyNotFound(f"study {study!r} has no execution (parent run) yet")
@@ -166,7 +166,7 @@ def _load(client: MlflowClient, study: str, run_id: str | None,
     if spec is None:
         problems.append("study_spec.json is missing on the parent run: expected variants and "
                         "splits are inferred from the runs found")
-    children = _all_runs(client, exp_id, f"tags.`{PARENT_TAG}` = '{pid}'")
+    children = all_runs(client, exp_id, f"tags.`{PARENT_TAG}` = '{pid}'")
     problems += [f"run {r.info.run_name or r.info.run_id}: MLflow rejected part of what it "
                  f"logged ({r.data.tags['logging_errors']})"  # the trial logger's record
                  for r in [parent, *children] if "logging_errors" in r.data.tags]
@@ -188,19 +188,6 @@ def _load(client: MlflowClient, study: str, run_id: str | None,
 
 
 # ------------------------------------------------------------------------- helpers
-
-
-def _all_runs(client: MlflowClient, exp_id: str, filter_string: str | None) -> list:
-    runs: list = []
-    token = None
-    while True:
-        page = client.search_runs([exp_id], filter_string=filter_string or "",
-                                  run_view_type=ViewType.ACTIVE_ONLY, max_results=1000,
-                                  page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
 
 
 def _num(value: Any) -> float:

@@ -172,12 +172,6 @@ def _read_record(paths: _Paths) -> ServerInfo | None:
         return None
 
 
-def _write_record(paths: _Paths, info: ServerInfo) -> None:
-    tmp = paths.record.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(info.to_json(), indent=2) + "\n")
-    tmp.replace(paths.record)
-
-
 def _is_our_server(info: ServerInfo) -> bool:
     """The recorded pid is alive and still an MLflow server (guards against pid reuse)."""
     if not proc.pid_alive(info.pid):
@@ -497,7 +491,7 @@ def _spawn(
         auth="basic-auth" if auth_env else None, workers=workers, store=store.kind,
         artifacts_destination="" if "://" not in store.artifacts else store.artifacts,
     )
-    _write_record(paths, info)
+    paths.write_record(info.to_json())
     return info, child
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 __all__ = [
     "EXPERIMENT_KIND_TAG", "LOGGING_ERRORS_TAG", "NOTE_TAG", "PARENT_TAG", "UI_QUERY",
-    "TRIAL_POLICY", "RetryPolicy", "RunLogger", "TerminalStatus",
+    "TRIAL_POLICY", "RetryPolicy", "RunLogger", "TerminalStatus", "all_runs",
     "child_runs", "client_for", "close_dangling_runs", "default_spill_dir", "describe_parent",
     "experiment_for", "find_child_run", "log_table1", "open_child_run", "replay_spilled",
     "start_child_run", "start_parent_run", "table1_metrics", "ui_url",

@@ -354,7 +354,7 @@ def ensure_postgres(runs_dir: Path, *, timeout_s: float = 60.0) -> PostgresInfo:
         info = PostgresInfo(pid=pid, port=port, socket_dir=socket_dir, data_dir=paths.data,
                             log_path=paths.log, started_at=time.time())
         _create_databases(info, timeout_s)
-        _write_record(paths, info)
+        paths.write_record(info.to_json())
         return info
 
 
@@ -397,12 +397,6 @@ def _read_record(paths: _Paths) -> PostgresInfo | None:
         return PostgresInfo.from_json(json.loads(paths.record.read_text()))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-
-
-def _write_record(paths: _Paths, info: PostgresInfo) -> None:
-    tmp = paths.record.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(info.to_json(), indent=2) + "\n")
-    tmp.replace(paths.record)
 
 
 def optuna_storage_url(study_dir: Path) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import signal
 import socket
@@ -169,6 +170,12 @@ class ServiceFiles:
     @property
     def lock(self) -> Path:
         return self.root / f"{self.STEM}.lock"
+
+    def write_record(self, data: dict) -> None:
+        """Write the record (JSON) whole or not at all: a reader never sees half of it."""
+        tmp = self.record.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.replace(self.record)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:

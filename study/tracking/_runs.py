@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "LOGGING_ERRORS_TAG", "PARENT_TAG", "TRIAL_POLICY", "RetryPolicy", "RunLogger",
-    "TerminalStatus",
+    "TerminalStatus", "all_runs",
     "child_runs", "client_for", "close_dangling_runs", "default_spill_dir", "describe_parent",
     "experiment_for", "find_child_run", "log_table1", "open_child_run", "replay_spilled",
     "start_child_run", "start_parent_run", "table1_metrics", "ui_url",
@@ -121,10 +121,15 @@ def child_runs(client: MlflowClient, exp_id: str, parent_run_id: str, *,
     if status is not None:
         clauses.append(f"attributes.status = {_quote(status)}")
     clauses += [f"tags.`{k}` = {_quote(str(v))}" for k, v in tag_filter.items()]
+    return all_runs(client, exp_id, " and ".join(clauses))
+
+
+def all_runs(client: MlflowClient, exp_id: str, filter_string: str = "") -> list:
+    """Every active run of the experiment matching ``filter_string`` (all pages)."""
     runs: list = []
     token = None
     while True:
-        page = client.search_runs([exp_id], filter_string=" and ".join(clauses),
+        page = client.search_runs([exp_id], filter_string=filter_string,
                                   run_view_type=ViewType.ACTIVE_ONLY, max_results=1000,
                                   page_token=token)
         runs.extend(page)
