@@ -9,8 +9,11 @@ before use on every database, and a call that meets the database unreachable (SQ
 for up to ``RETRY_S`` seconds. Errors about the data itself (integrity, a finished trial
 updated) are raised at once, as before.
 
-A retried write had not been committed: the error comes from the connection, before or during
-the commit, so trying it again does not store it twice.
+A write whose connection failed before its commit stored nothing, and trying it again stores
+it once. One whose connection died *during* the commit (the server gone between receiving the
+commit and acknowledging it) is ambiguous: if it had been committed, a retried trial creation
+adds a second Optuna trial (left RUNNING, failed as an orphan on the next restore). That window
+is one round trip; the PostgreSQL-restart fault test has not met it.
 """
 
 from __future__ import annotations
