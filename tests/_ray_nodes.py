@@ -12,26 +12,83 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+_HANDED_OUT: set[int] = set()
+
+
+def quiet_port() -> int:
+    """A free port for a Ray node to bind, from where no process is given ports at random:
+    above Ray's worker ports (10002-19999) and below the kernel's ephemeral range
+    (``ip_local_port_range``). A ``bind(0)`` port lies in that ephemeral range, where the
+    processes started between the pick and the node's own bind (its GCS, raylet and workers, the
+    session's Ray) take theirs too; a dashboard agent whose HTTP port was taken stays up without
+    it and never registers, so every ``ray job submit`` is then refused. Checked free on every
+    address; never handed out twice by this process."""
+    try:
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    pick = random.SystemRandom()
+    for _ in range(1000):
+        port = pick.randint(20000, max(ephemeral, 21000) - 1)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError("no free port between 20000 and the ephemeral range")
+
 
 def node_ports() -> dict[str, int]:
-    """Free ports for one node's dashboard agent and metrics agent."""
-    out = {}
-    for key in ("dashboard_agent_listen_port", "metrics_agent_port", "metrics_export_port"):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            out[key] = s.getsockname()[1]
-    return out
+    """Ports of one node's dashboard agent (HTTP, gRPC) and metrics exporter."""
+    return {key: quiet_port() for key in
+            ("dashboard_agent_listen_port", "metrics_agent_port", "metrics_export_port")}
+
+
+NO_AGENT = "No available agent"      # Ray's job head: the head's job agent is not registered yet
+
+
+def submit_job(attempt: Callable[[], tuple[int, str]], *, session_dirs: Sequence[str | Path],
+               deadline_s: float = 300.0) -> tuple[int, str]:
+    """``attempt()`` (one ``ray job submit``: its exit status and output) until it is not
+    refused for want of the head's job agent, which registers some seconds after the dashboard
+    (longer on a loaded machine), for at most ``deadline_s``. A submission Ray refuses that way
+    creates no job, so the same submission id can be sent again. When it is still refused, the
+    output gets the attempts, the time waited and the tail of each node's
+    ``dashboard_agent.log`` (``session_dirs``: the nodes' Ray session folders), which say why."""
+    start = time.monotonic()
+    attempts = 0
+    while True:
+        rc, out = attempt()
+        attempts += 1
+        if rc == 0 or NO_AGENT not in out:
+            return rc, out
+        if time.monotonic() - start > deadline_s:
+            break
+        time.sleep(2)
+    notes = [f"\n[{attempts} submissions refused for want of a job agent over "
+             f"{time.monotonic() - start:.0f} s]"]
+    logs = {log.resolve() for folder in session_dirs
+            for log in Path(folder).glob("**/logs/dashboard_agent.log")}
+    notes += [f"[{log}]\n{log.read_text(errors='replace')[-3000:]}" for log in sorted(logs)]
+    return rc, out + "\n".join(notes)
 
 
 def two_nodes(worker_tmp: str, *, head: dict[str, Any] | None = None,
@@ -123,9 +180,9 @@ class RayStartCluster:
         # token authentication on every node and client, as the cluster YAML sets it
         self.head_env = {**head_env, "RAY_AUTH_MODE": "token"}
         self.worker_env = {**worker_env, "RAY_AUTH_MODE": "token"}
-        self.port = _free(ip)
-        self.dashboard_port = _free("127.0.0.1")
-        self.client_port = _free(ip)                     # Ray Client; not everyone's 10001
+        self.port = quiet_port()
+        self.dashboard_port = quiet_port()
+        self.client_port = quiet_port()                  # Ray Client; not everyone's 10001
         self.procs: list[subprocess.Popen] = []
         self.temp_dirs: list[str] = []
         self.head_id = self.worker_id = ""
@@ -204,12 +261,6 @@ class RayStartCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _free(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def _kill_session(sid: int) -> None:

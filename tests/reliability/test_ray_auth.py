@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -22,6 +21,7 @@ import pytest
 import yaml
 
 from study.cluster import PROJECT_ROOT, TOKEN_FILE
+from tests._ray_nodes import quiet_port
 from tests.reliability._net import LOOPBACK, http_status, listening
 from tests.reliability._tally import tally
 
@@ -36,12 +36,6 @@ HEAD = textwrap.dedent("""
     while True:
         time.sleep(1)
 """)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str, token: str | None = None) -> int:
@@ -59,7 +53,7 @@ def head(tmp_path_factory):
                    capture_output=True, timeout=120)
     token_file = home / Path(TOKEN_FILE).relative_to("~")
     token = token_file.read_text().strip()
-    port = _free_port()
+    port = quiet_port()
     script = home / "head.py"
     script.write_text(HEAD)
     proc = subprocess.Popen([sys.executable, str(script), str(port)], env=env, cwd=PROJECT_ROOT,

@@ -35,7 +35,7 @@ from study.cluster import (
     ray_schema,
 )
 from study.tracking import child_runs
-from tests._ray_nodes import run_cluster_script
+from tests._ray_nodes import quiet_port, run_cluster_script
 
 SHIPPED = PROJECT_ROOT / "ray_cluster.yaml"
 
@@ -218,6 +218,9 @@ def test_a_failed_step_stops_with_its_command_line(tmp_path, shipped, monkeypatc
     login = tmp_path / "mlflow_credentials"
     cluster.make_login(login)                        # as on a machine that made it before
     monkeypatch.setattr(cluster, "HEAD_CREDENTIALS", str(login))
+    token = tmp_path / "auth_token"
+    token.write_text("made before\n")               # and the Ray token: `ray up` is step 1
+    monkeypatch.setattr(cluster, "TOKEN_FILE", str(token))
     data = copy.deepcopy(shipped)
     data["provider"] = {"type": "local", "head_ip": "10.0.0.1", "worker_ips": ["10.0.0.2"]}
     path = _write(tmp_path, data)
@@ -245,14 +248,14 @@ def test_on_head_the_driver_joins_the_running_ray_and_checks_what_can_be_reached
 # ---------------------------------------------------------------- two nodes, for real
 
 TWO_NODES = textwrap.dedent("""
-    import json, os, subprocess, sys, time
+    import json, os, subprocess, sys
     from pathlib import Path
     a = json.loads(sys.argv[1])
     sys.path.insert(0, a["root"])
     # the job's `python` is this environment's, as the head's venv is on a real cluster
     os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]
     from study.cluster import PROJECT_ROOT, ClusterRequest, driver_argv, job_submit_argv
-    from tests._ray_nodes import two_nodes
+    from tests._ray_nodes import submit_job, two_nodes
 
     c, _ = two_nodes(a["worker_tmp"], head={
         "include_dashboard": True, "dashboard_host": "127.0.0.1",
@@ -264,23 +267,17 @@ TWO_NODES = textwrap.dedent("""
         entry = driver_argv(request, cluster_config=a["config"], runs_dir=a["runs"])
         argv = job_submit_argv(entry, submission_id=a["study"], working_dir=str(PROJECT_ROOT),
                                address=f"http://127.0.0.1:{a['dashboard_port']}")
-        for _ in range(30):  # the job agent comes up a few seconds after the dashboard
+        def attempt():
             done = subprocess.run(argv, capture_output=True, text=True)
-            if done.returncode == 0 or "No available agent" not in done.stdout + done.stderr:
-                break
-            print("job agent not ready", flush=True, file=sys.stderr)
-            time.sleep(2)
+            return done.returncode, done.stdout + done.stderr
+
+        rc, log = submit_job(attempt, session_dirs=[c.head_node.get_session_dir_path(),
+                                                    a["worker_tmp"]])
         print(json.dumps({"nodes": [n.node_id for n in c.list_all_nodes()],
-                          "rc": done.returncode, "log": done.stdout + done.stderr}))
+                          "rc": rc, "log": log}))
     finally:
         c.shutdown()
 """)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_node_cluster_runs_the_smoke_study_as_a_ray_job(tmp_path, mlflow_server,
@@ -296,11 +293,11 @@ def test_two_node_cluster_runs_the_smoke_study_as_a_ray_job(tmp_path, mlflow_ser
             "worker": {"resources": {"CPU": 1}, "node_config": {}, "min_workers": 1,
                        "max_workers": 1}}})
     load_cluster_config(config)                       # a valid launcher config too
-    args = {"dashboard_port": _free_port(), "config": str(config), "study": "smoke-2nodes",
+    args = {"dashboard_port": quiet_port(), "config": str(config), "study": "smoke-2nodes",
             "storage": str(tmp_path / "shared"), "runs": str(tmp_path / "runs"),
             "tracking_uri": mlflow_server}
     report = run_cluster_script(TWO_NODES, args, tmp_path, timeout_s=480)
-    assert report["rc"] == 0, report["log"][-6000:]
+    assert report["rc"] == 0, report["log"][-8000:]
     assert "Table 1" in report["log"]
     nodes = set(report["nodes"])
     assert len(nodes) == 2

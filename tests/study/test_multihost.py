@@ -40,7 +40,7 @@ from search_spaces import load_spec
 from study.cluster import PROJECT_ROOT, ClusterRequest, driver_argv, job_submit_argv
 from study.tracking import _postgres as pg
 from study.tracking import child_runs, client_for
-from tests._ray_nodes import RayStartCluster, own_ip
+from tests._ray_nodes import RayStartCluster, own_ip, quiet_port, submit_job
 
 pytestmark = pytest.mark.slow
 
@@ -179,7 +179,7 @@ def test_the_cluster_job_path_with_the_yamls_head_commands(raylets, head_home, t
     # the YAML's server start, replayed on the head: its ~ is the head's home; this machine's
     # address instead of 0.0.0.0 (nothing exposed beyond it), a free port instead of 5000
     start = _head_commands()[1].replace("--host 0.0.0.0", f"--host {cluster.ip}")
-    port = _free_port(cluster.ip)
+    port = quiet_port()
     start = start.replace("--port 5000", f"--port {port}")
     head_env = {**_bare_env(), "HOME": str(head_home)}
     done = subprocess.run(["bash", "-c", start], env=head_env, cwd=head_home,
@@ -204,12 +204,8 @@ def test_the_cluster_job_path_with_the_yamls_head_commands(raylets, head_home, t
                                working_dir=str(PROJECT_ROOT), address=cluster.job_address,
                                ray=str(Path(sys.executable).parent / "ray"))
         log = tmp_path / "job.log"
-        for _ in range(30):   # the job agent comes up a few seconds after the dashboard
-            rc = _run(argv, cluster.head_env, log, timeout_s=600)
-            if rc == 0 or "No available agent" not in log.read_text():
-                break
-            time.sleep(2)
-        out = log.read_text()
+        rc, out = submit_job(lambda: (_run(argv, cluster.head_env, log, timeout_s=600),
+                                      log.read_text()), session_dirs=cluster.temp_dirs)
         assert rc == 0, out[-6000:]
         assert f"MLflow on the head: http://{cluster.ip}:{port}" in out
         # as on the cluster: MLflow and Optuna on the head's own PostgreSQL, login on
@@ -243,14 +239,6 @@ def _check_optuna(runs: Path, study: str) -> None:
         assert {t.state for t in trials} <= {optuna.trial.TrialState.COMPLETE,
                                              optuna.trial.TrialState.PRUNED}, trials
         assert len(trials) == spec.search.trials, trials
-
-
-def _free_port(host: str) -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 # ---------------------------------------------------------------- faults on the two raylets

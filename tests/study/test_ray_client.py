@@ -14,7 +14,6 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import pytest
 import yaml
 
 from study.cluster import PROJECT_ROOT, make_login
-from tests._ray_nodes import RayStartCluster, own_ip
+from tests._ray_nodes import RayStartCluster, own_ip, submit_job
 from tests.study.test_multihost import _bare_env, _check_study, _client, _nowhere, _password, _run
 
 pytestmark = pytest.mark.slow
@@ -87,12 +86,9 @@ def test_ray_client_refused_and_the_printed_ray_job_line_runs_the_study(
     job, _ = _refused(head, "smoke-client-job", runs)
     log = tmp_path / "job.log"
     try:
-        for _ in range(30):   # the job agent comes up a few seconds after the dashboard
-            rc = _run(["bash", "-c", job], _bare_env(), log, timeout_s=900)  # pasted as is
-            if rc == 0 or "No available agent" not in log.read_text():
-                break
-            time.sleep(2)
-        out = log.read_text()
+        rc, out = submit_job(lambda: (_run(["bash", "-c", job], _bare_env(), log,  # pasted as is
+                                           timeout_s=900), log.read_text()),
+                             session_dirs=head.temp_dirs)
         assert rc == 0, out[-6000:]
         assert f"Ray: attached to {head.address}" in out   # the job's RAY_ADDRESS, not ray://
         record = yaml.safe_load((runs / "mlflow" / "server.json").read_text())
