@@ -114,6 +114,10 @@ LAYOUTS: dict[str, list[Column]] = {
                ("Std seeds (%)", "std_seeds_pct", _f(2)), ("Time (min)", "time_min", _f(2)),
                ("Epochs", "epochs", _f(1)), ("Splits", "splits", _int),
                ("Seeds", "seeds", _int), ("Cases/run", "cases", _int)],
+    "summary": [("Variant", "variant", None), ("Unit", "unit", None),
+                ("Accuracy (%) [95% CI]", _ci_pct("accuracy_pct", "accuracy_ci"), None),
+                ("AUC [95% CI]", _ci3("auc_mean", "auc_ci"), None),
+                ("Time (min)", "time_min", _f(2)), ("Splits", "splits", _int)],
     "table1_reported": [("Variant", "variant", None), ("Source", "source", None),
                         ("Accuracy (%)", "accuracy_pct", _f(2)), ("Std (%)", "std_pct", _f(2)),
                         ("Time (min)", "time_min", _f(1))],
@@ -185,6 +189,20 @@ def markdown(shown: pd.DataFrame, rule: int | None = None) -> str:
                          + " |" * (len(cols) - 1))
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def plain(shown: pd.DataFrame, names: int = 1) -> str:
+    """Aligned plain-text columns (a terminal's table): the first ``names`` columns (names:
+    variant, unit) left-aligned, the figures after them right-aligned."""
+    cols = list(shown.columns)
+    rows = [[str(c) for c in row] for row in shown.itertuples(index=False)]
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)]
+    left = [i < names for i in range(len(cols))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if lft else c.rjust(w)
+                         for c, w, lft in zip(cells, widths, left, strict=True)).rstrip()
+    return "\n".join([line(cols)] + [line(r) for r in rows])
 
 
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",

@@ -25,6 +25,8 @@ TABLE1_COLUMNS = ("variant", "unit", "accuracy_pct", "accuracy_ci_low", "accurac
 TABLE1_REPORTED_COLUMNS = ("variant", "source", "accuracy_pct", "std_pct", "time_min")
 TABLE2_COLUMNS = ("model", "source", "unit", "accuracy_pct", "auc_mean", "auc_std",
                   "auc_ci_low", "auc_ci_high", "test_samples")
+SUMMARY_COLUMNS = ("variant", "unit", "accuracy_pct", "accuracy_ci_low", "accuracy_ci_high",
+                   "auc_mean", "auc_ci_low", "auc_ci_high", "time_min", "splits")
 VIEWS_COLUMNS = ("variant", "unit", "accuracy_pct", "accuracy_ci_low", "accuracy_ci_high",
                  "auc_mean", "auc_ci_low", "auc_ci_high", "cases")
 THIS_STUDY = "this study"
@@ -157,3 +159,12 @@ def views_table(runs: StudyRuns, *, n_boot: int = 2000, seed: int = 0) -> pd.Dat
                      "auc_mean": a.value, "auc_ci_low": a.low, "auc_ci_high": a.high,
                      "cases": int(c["unit"].nunique())})
     return pd.DataFrame(rows, columns=list(VIEWS_COLUMNS))
+
+
+def summary(table1: pd.DataFrame, table2: pd.DataFrame) -> pd.DataFrame:
+    """Table 1's accuracy beside Table 2's AUC, each with its 95 % cluster-bootstrap CI, at
+    the unit of analysis, with time and splits: what the launcher prints at a study's end and
+    the parent run's description shows (this study's rows only; no literature)."""
+    own = table2[table2["source"] == THIS_STUDY].set_index("model")
+    out = table1.join(own[["auc_mean", "auc_ci_low", "auc_ci_high"]], on="variant")
+    return out[list(SUMMARY_COLUMNS)].reset_index(drop=True)

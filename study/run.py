@@ -130,6 +130,7 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
                                    external=data.external, login=login)
     status = "FAILED"
     report = False  # also built when the study FAILED for want of a variant's evaluations
+    quick = None    # the view-level summary, printed only where the report's Table 1 is not
     try:
         _, rows = _phases.run_phases(spec, context("search"), study_dir, resume=resume,
                                      storage=storage, study_prefix=prefix,
@@ -137,11 +138,7 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
                                      seed_salt=salt, trials=trials,
                                      slots=max_concurrent_trials or slots)
         table = table1(rows)
-        text = format_table1(table)
-        if spec.search.mode == "shared":
-            text += ("\nNote: shared search (one split searched, its best reused on every "
-                     "split) — these estimates are optimistic.")
-        echo(text)
+        quick = format_table1(table)
         logger.artifact_json("table1.json", table.to_dict(orient="records"))
         tracking.log_table1(logger, table)
         missing = sorted({(v, k) for v in spec.variants for k in range(spec.splits.total)}
@@ -174,10 +171,16 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
         tracking.close_dangling_runs(client, exp_id, parent,
                                      status="KILLED" if status != "FAILED" else "FAILED")
         logger.finish(status)  # type: ignore[arg-type]
+        page = None
         if status == "FINISHED" or report:
             # after the parent has ended: the report shows its final status
-            build_report(tracking_uri, spec.name, parent, study_dir, echo, table=table,
-                         exp_id=exp_id)
+            page = build_report(tracking_uri, spec.name, parent, study_dir, echo, table=table,
+                                exp_id=exp_id)
+        if page is None and quick is not None:
+            echo(quick)
+        if quick is not None and spec.search.mode == "shared":
+            echo("Note: shared search (one split searched, its best reused on every split) — "
+                 "these estimates are optimistic.")
     return StudyOutcome(parent, exp_id, table, rows)
 
 
@@ -228,6 +231,9 @@ def build_report(tracking_uri: str, study: str, parent: str, study_dir: Path,
         echo(f"report: not built ({e}); rebuild it with: python -m dashboards.report "
              f"--study {study} --tracking-uri {tracking_uri} --run {parent}")
         return None
+    from dashboards.formats import plain
+
+    echo(f"{summary_title(result.computed)}\n{plain(summary_table(result.computed), names=2)}")
     echo(f"report: {result.written.html}"
          + (" (also in the parent run's artifacts, report/)" if result.logged else ""))
     if table is not None and exp_id is not None:
@@ -235,9 +241,25 @@ def build_report(tracking_uri: str, study: str, parent: str, study_dir: Path,
     return result.written.html
 
 
+def summary_table(computed: Any) -> Any:
+    """The report's Table 1 in brief (accuracy and AUC with their CIs, time, splits), as the
+    strings printed and shown on the parent run."""
+    from dashboards.formats import display
+    from dashboards.tables import summary
+
+    return display("summary", summary(computed.tables["table1"], computed.tables["table2"]))
+
+
+def summary_title(computed: Any) -> str:
+    unit = ", ".join(sorted({str(u) for u in computed.tables["table1"]["unit"]})) or "lesion"
+    return (f"Table 1 (unit of analysis: {unit}; mean over runs with its 95% cluster-bootstrap "
+            "CI; all tables and statistics in the report)")
+
+
 def _describe(tracking_uri: str, exp_id: str, parent: str, table: Any, result: Any) -> None:
     """The parent's description, once the report exists: Table 1, verdict, warnings, link."""
     from dashboards.about import study_warnings
+    from dashboards.formats import markdown
 
     try:
         client = tracking.client_for(tracking_uri)
@@ -246,7 +268,8 @@ def _describe(tracking_uri: str, exp_id: str, parent: str, table: Any, result: A
                 + f") in this run's Artifacts (local copy: {result.written.html})")
         note = tracking.describe_parent(
             table, report=link, verdict=client.get_run(parent).data.tags.get("verdict"),
-            warnings=study_warnings(result.computed.runs))
+            warnings=study_warnings(result.computed.runs),
+            summary=(summary_title(result.computed), markdown(summary_table(result.computed))))
         client.set_tag(parent, tracking.NOTE_TAG, note)
     except Exception as e:  # noqa: BLE001 - the Table 1 description stands
         log.warning("parent run description not updated: %s", e)

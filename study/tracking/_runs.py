@@ -275,17 +275,26 @@ def log_table1(run_logger: RunLogger, table) -> None:  # type: ignore[no-untyped
 
 
 def describe_parent(table, *, report: str | None = None,  # type: ignore[no-untyped-def]
-                    verdict: str | None = None, warnings: list[str] | None = None) -> str:
+                    verdict: str | None = None, warnings: list[str] | None = None,
+                    summary: tuple[str, str] | None = None) -> str:
     """The parent run's Markdown description: Table 1, the re-study verdict, warnings and
-    where the report is."""
-    lines = ["**Table 1** (test accuracy %, mean ± sample std over splits; mean test AUC)", "",
-             "| variant | accuracy % | std % | AUC | time min | splits |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for r in table.to_dict(orient="records"):
-        lines.append(f"| {r['variant']} | {r['accuracy_%']:.2f} | {r['std_%']:.2f} | "
-                     f"{r['auc']:.3f} | {r['time_min']:.2f} | {int(r['splits'])} |")
-    if not len(table):
-        lines.append("| (no variant evaluated) | | | | | |")
+    where the report is. ``summary`` (title, Markdown table): the report's Table 1 in brief,
+    at the unit of analysis with CIs; without it (no report yet) the launcher's view-level
+    ``table``, labelled a quick summary."""
+    if summary is not None:
+        title, body = summary
+        lines = [f"**{title}**", "", body.rstrip("\n")]
+    else:
+        lines = ["**Table 1, quick summary** (every view a case, no CIs: the report's Table 1 "
+                 "combines a lesion's views and gives CIs; test accuracy %, mean ± sample std "
+                 "over splits; mean test AUC)", "",
+                 "| variant | accuracy % | std % | AUC | time min | splits |",
+                 "|---|---:|---:|---:|---:|---:|"]
+        for r in table.to_dict(orient="records"):
+            lines.append(f"| {r['variant']} | {r['accuracy_%']:.2f} | {r['std_%']:.2f} | "
+                         f"{r['auc']:.3f} | {r['time_min']:.2f} | {int(r['splits'])} |")
+        if not len(table):
+            lines.append("| (no variant evaluated) | | | | | |")
     if verdict:
         lines += ["", f"**Re-study verdict:** {verdict}"]
     for w in warnings or []:

@@ -68,3 +68,26 @@ def test_paired_tests_name_the_t_test_the_design_needs(scheme, test):
     paired = comparisons.paired_table(runs)
     assert set(paired["test"]) == {test}
     assert set(paired["reference"]) == {"FTED"} and paired["splits"].eq(3).all()
+
+
+def test_the_brief_table1_pairs_each_variants_accuracy_and_auc_with_their_cis():
+    from dashboards.formats import display, plain
+
+    runs = demo_runs(0, n_splits=3)
+    t1, t2 = tables.table1(runs, n_boot=200), tables.table2(runs, n_boot=200)
+    brief = tables.summary(t1, t2)
+    assert list(brief["variant"]) == list(t1["variant"])     # no literature row
+    own = t2[t2["source"] == tables.THIS_STUDY].set_index("model")
+    for r in brief.itertuples():
+        assert r.auc_mean == own.loc[r.variant, "auc_mean"]
+        assert r.auc_ci_low <= r.auc_mean <= r.auc_ci_high
+        assert r.accuracy_ci_low <= r.accuracy_pct <= r.accuracy_ci_high
+    text = plain(display("summary", brief), names=2).splitlines()
+    assert text[0].split()[:2] == ["Variant", "Unit"]
+    widths = {len(line) for line in text}
+    assert len(text) == len(brief) + 1
+    for line, r in zip(text[1:], brief.itertuples(), strict=True):
+        assert line.startswith(f"{r.variant} ")
+        assert f"{r.accuracy_pct:.2f} [{r.accuracy_ci_low:.2f}, {r.accuracy_ci_high:.2f}]" in line
+        assert f"{r.auc_mean:.3f} [{r.auc_ci_low:.3f}, {r.auc_ci_high:.3f}]" in line
+    assert max(widths) - min(widths) <= 2       # columns aligned (right-stripped lines)

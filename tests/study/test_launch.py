@@ -80,6 +80,35 @@ def test_smoke_study_logs_every_trial_to_mlflow(smoke_study, mlflow_client):
     assert any(line.startswith("Table 1") for line in lines)
 
 
+def test_the_printed_table1_is_the_reports_a_lesion_one_case_each_figure_with_its_ci(
+        smoke_study, mlflow_client):
+    import pandas as pd
+
+    spec, study_dir, outcome, lines, _ = smoke_study
+    (text,) = [line for line in lines if line.startswith("Table 1")]
+    assert "unit of analysis: lesion" in text and "95% cluster-bootstrap CI" in text
+    assert not any("every view a case" in line for line in lines)  # no view-level summary
+    table1 = pd.read_csv(study_dir / "report" / "tables" / "table1.csv")
+    table2 = pd.read_csv(study_dir / "report" / "tables" / "table2.csv")
+    rows = {row.split()[0]: row for row in text.splitlines()[2:]}
+    assert sorted(rows) == sorted(spec.variants)
+    for v in spec.variants:
+        a = table1[table1["variant"] == v].iloc[0]
+        b = table2[(table2["model"] == v) & (table2["source"] == "this study")].iloc[0]
+        views = pd.read_csv(study_dir / "report" / "tables" / "views.csv")
+        # a lesion's two views are one case: fewer cases per run than test views
+        assert a["unit"] == "lesion" and a["cases"] < views[views["variant"] == v]["cases"].max()
+        assert (f"{a['accuracy_pct']:.2f} [{a['accuracy_ci_low']:.2f}, "
+                f"{a['accuracy_ci_high']:.2f}]") in rows[v]
+        assert f"{b['auc_mean']:.3f} [{b['auc_ci_low']:.3f}, {b['auc_ci_high']:.3f}]" in rows[v]
+    # and the parent run's description shows the same table, not the view-level one
+    note = mlflow_client.get_run(outcome.parent_run_id).data.tags["mlflow.note.content"]
+    assert "unit of analysis: lesion" in note and "quick summary" not in note
+    for v in spec.variants:
+        a = table1[table1["variant"] == v].iloc[0]
+        assert f"| {v} | lesion | {a['accuracy_pct']:.2f} [" in note
+
+
 def test_asha_stopped_trials_are_pruned_in_optuna_and_killed_in_mlflow(smoke_study,
                                                                        mlflow_client):
     spec, study_dir, outcome, *_ = smoke_study

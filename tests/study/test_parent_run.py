@@ -37,8 +37,20 @@ def test_description_holds_table1_verdict_warnings_and_the_report_link():
     assert "| FE | 85.00 | 7.07 | 0.900 | 1.00 | 2 |" in note
     assert "**Re-study verdict:** FTED still best" in note
     assert "**Warning:** synthetic data" in note and "http://x/report.html" in note
+    assert "quick summary" in note and "every view a case" in note   # before the report
     empty = tracking.describe_parent(table1([]))
     assert "no variant evaluated" in empty
+
+
+def test_once_the_report_exists_the_description_is_its_table1_with_cis():
+    body = ("| Variant | Unit | Accuracy (%) [95% CI] |\n|---|---|---|\n"
+            "| FE | lesion | 80.00 [70.00, 90.00] |\n")
+    note = tracking.describe_parent(table1(ROWS), summary=("Table 1 (unit of analysis: lesion)",
+                                                           body), verdict="FTED still best")
+    assert "**Table 1 (unit of analysis: lesion)**" in note
+    assert "| FE | lesion | 80.00 [70.00, 90.00] |" in note
+    assert "85.00" not in note and "quick summary" not in note      # the view-level figures
+    assert "**Re-study verdict:** FTED still best" in note
 
 
 def test_ui_addresses_open_the_model_training_view():
