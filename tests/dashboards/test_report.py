@@ -301,7 +301,14 @@ def test_launcher_hook_builds_and_logs_the_report(known_study, mlflow_server, ml
     lines: list[str] = []
     page = build_report(mlflow_server, name, parent, tmp_path, echo=lines.append)
     assert page == tmp_path / "report" / "report.html" and page.is_file()
-    assert lines == [f"report: {page} (also in the parent run's artifacts, report/)"]
+    table, where = lines
+    assert table.startswith("Table 1 (unit of analysis: lesion;")
+    import pandas as pd
+
+    fe = pd.read_csv(page.parent / "tables" / "table1.csv").set_index("variant").loc["FE"]
+    assert (f"{fe['accuracy_pct']:.2f} [{fe['accuracy_ci_low']:.2f}, "
+            f"{fe['accuracy_ci_high']:.2f}]") in table.splitlines()[3]   # RI, FE, ...
+    assert where == f"report: {page} (also in the parent run's artifacts, report/)"
     assert build_report("http://127.0.0.1:9", "x", "y", tmp_path / "b", lines.append) is None
     assert lines[-1].startswith("report: not built")
 
