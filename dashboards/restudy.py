@@ -3,12 +3,15 @@ bootstrap CIs and Holm-adjusted p-values, whether the best variant or the rankin
 one-line verdict, and what the warm start saved in the search.
 
 Two executions of a study are two parent runs in its experiment; the newer one carries
-``previous_run_id``. When the data did not change (same test samples in each split, matched by
-their anonymous ids) the bootstrap resamples the two executions' predictions *paired*; after a
-data change the test sets differ and the executions are resampled independently.
+``previous_run_id``. Each side of a delta is the mean over its runs at the unit of analysis (a
+lesion's views combined into one case, ``dashboards.units``), as Table 1 shows it. When the
+data did not change (same test cases in each split, matched by their anonymous ids) one
+cluster-bootstrap draw weighs both executions (*paired*); after a data change the test sets
+differ and the executions are resampled independently.
 
-The pure maths (``delta_bootstrap``, ``to_target``) takes arrays; ``compare`` picks them from two
-:class:`~dashboards._load.StudyRuns`; ``html_section`` / ``write_tables`` show the result.
+``delta_over_runs`` takes two executions' cases, ``to_target`` arrays; ``compare`` picks them
+from two :class:`~dashboards._load.StudyRuns`; ``html_section`` / ``write_tables`` show the
+result.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dashboards import stats
+from dashboards import stats, units
 from dashboards._load import StudyRuns, variant_order
 from dashboards.formats import html_table, markdown
 
@@ -34,11 +37,13 @@ SAVINGS_COLUMNS = ("variant", "split", "target_loss", "trials_before", "trials_a
                    "compute_before_s", "compute_after_s", "first_loss_before",
                    "first_loss_after", "best_after")
 CAPTIONS = {
-    "restudy_deltas": "Change per variant against the previous execution (after − before) on "
-                      "the pooled test predictions: accuracy in percentage points and AUC, with "
-                      "95% stratified-bootstrap CIs and two-sided bootstrap p-values "
-                      "(Holm-adjusted over variants, per metric); paired when both executions "
-                      "tested the same samples, independent otherwise.",
+    "restudy_deltas": "Change per variant against the previous execution (after − before) of "
+                      "the mean over runs at the unit of analysis (a lesion's views one case), "
+                      "as in Table 1: accuracy in percentage points and AUC, with 95% "
+                      "cluster-bootstrap CIs (lesions resampled, stratified by class) and "
+                      "two-sided bootstrap p-values (Holm-adjusted over variants, per metric); "
+                      "paired when both executions tested the same cases, independent "
+                      "otherwise.",
     "restudy_savings": "Warm-start savings per search: trials and search compute (sum of the "
                        "trials' run times, s) until the best-so-far validation loss reached the "
                        "previous execution's best for that variant and split. Across a data "
@@ -82,71 +87,36 @@ class RestudyComparison:
 # ----------------------------------------------------------------------------- maths
 
 
-def delta_bootstrap(y_before: np.ndarray, p_before: np.ndarray, y_after: np.ndarray,
-                    p_after: np.ndarray, *, paired: bool = False, n_boot: int = 2000,
-                    seed: int = 0, level: float = 0.95, threshold: float = 0.5
+def delta_over_runs(before: pd.DataFrame, after: pd.DataFrame, *, paired: bool,
+                    n_boot: int = 2000, seed: int = 0, level: float = 0.95
                     ) -> dict[str, Delta]:
-    """Accuracy (``p >= threshold`` = malignant) and AUC changes between two sets of test
-    predictions, ``after − before``.
-
-    Stratified bootstrap: positives and negatives are resampled separately. ``paired``: the
-    two sets score the same samples in the same order (``y_before == y_after``) and one draw of
-    indices resamples both; otherwise each set is resampled on its own. The p-value is the
-    two-sided bootstrap one, ``min(1, 2·min(P*(δ ≤ 0), P*(δ ≥ 0)))``."""
-    yb, pb = np.asarray(y_before).astype(int), np.asarray(p_before, dtype=float)
-    ya, pa = np.asarray(y_after).astype(int), np.asarray(p_after, dtype=float)
-    if paired and not np.array_equal(yb, ya):
-        raise ValueError("paired predictions must have the same labels in the same order")
-    rng = np.random.default_rng(seed)
-    draws_b = _draws(yb, rng, n_boot)
-    draws_a = draws_b if paired else _draws(ya, rng, n_boot)
+    """Accuracy (at P(malignant) >= 0.5) and AUC changes ``after − before`` between two
+    executions' test cases of one variant (``units.combine`` rows at the unit of analysis:
+    a lesion's views are already one case). Each side is the mean over its runs, as in
+    Table 1; the CI and the two-sided p-value, ``min(1, 2·min(P*(δ ≤ 0), P*(δ ≥ 0)))``, come
+    from the stratified cluster bootstrap of that difference of means. ``paired``: the two
+    executions tested the same cases, and one draw of clusters weighs both; otherwise each is
+    resampled on its own."""
+    if paired:
+        rb = ra = units.Resampler.for_cases(pd.concat([before, after]), n_boot, seed, level)
+    else:
+        rb = units.Resampler.for_cases(before, n_boot, seed, level)
+        ra = units.Resampler.for_cases(after, n_boot, seed + 1_000_003, level)
     out = {}
-    for name, fn in (("acc", _acc_rows), ("auc", _auc_rows)):
-        est_b = float(fn(yb, pb, None, threshold)[0])
-        est_a = float(fn(ya, pa, None, threshold)[0])
-        d = fn(ya, pa, draws_a, threshold) - fn(yb, pb, draws_b, threshold)
+    for name, metric in (("acc", units.accuracy), ("auc", units.auc)):
+        runs_b, boot_b = units.resampled_mean(before, metric, rb)
+        runs_a, boot_a = units.resampled_mean(after, metric, ra)
+        est_b = float(np.nanmean(runs_b)) if runs_b.notna().any() else math.nan
+        est_a = float(np.nanmean(runs_a)) if runs_a.notna().any() else math.nan
+        d = (boot_a - boot_b) if boot_a is not None and boot_b is not None else np.array([])
         d = d[np.isfinite(d)]
         if not len(d):
             out[name] = Delta(est_b, est_a, est_a - est_b, math.nan, math.nan, math.nan)
             continue
-        q = (1 - level) / 2
-        lo, hi = np.quantile(d, [q, 1 - q])
+        lo, hi = stats.percentile_ci(d, level)
         p = min(1.0, 2 * min(float(np.mean(d <= 0)), float(np.mean(d >= 0))))
         out[name] = Delta(est_b, est_a, est_a - est_b, float(lo), float(hi), p)
     return out
-
-
-def _draws(y: np.ndarray, rng: np.random.Generator, n_boot: int) -> np.ndarray:
-    """(n_boot, N) indices: each row resamples the positives among the positives and the
-    negatives among the negatives."""
-    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-    parts = [idx[rng.integers(0, len(idx), size=(n_boot, len(idx)))]
-             for idx in (pos, neg) if len(idx)]
-    return np.concatenate(parts, axis=1) if parts else np.zeros((n_boot, 0), dtype=int)
-
-
-def _rows(y: np.ndarray, p: np.ndarray, draws: np.ndarray | None) -> tuple[np.ndarray, ...]:
-    idx = np.arange(len(y))[None] if draws is None else draws
-    return y[idx], p[idx]
-
-
-def _acc_rows(y: np.ndarray, p: np.ndarray, draws: np.ndarray | None,
-              threshold: float) -> np.ndarray:
-    yy, pp = _rows(y, p, draws)
-    return np.mean((pp >= threshold).astype(int) == yy, axis=1) if yy.shape[1] else \
-        np.full(len(yy), math.nan)
-
-
-def _auc_rows(y: np.ndarray, p: np.ndarray, draws: np.ndarray | None,
-              threshold: float) -> np.ndarray:
-    yy, pp = _rows(y, p, draws)
-    m = int(yy[0].sum()) if len(yy) else 0
-    if m == 0 or m == yy.shape[1]:
-        return np.full(len(yy), math.nan)
-    # stratified rows keep the class counts: positives and negatives split the same in every row
-    order = np.argsort(-yy, axis=1, kind="stable")
-    ps = np.take_along_axis(pp, order, axis=1)
-    return stats._auc_rows(ps[:, :m], ps[:, m:])
 
 
 def to_target(losses: np.ndarray, costs: np.ndarray, complete: np.ndarray,
@@ -181,27 +151,29 @@ def compare(previous: StudyRuns, current: StudyRuns, *, n_boot: int = 2000,
     return _with_verdict(comparison)
 
 
-def _pooled(runs: StudyRuns, variant: str) -> pd.DataFrame:
+def _cases(runs: StudyRuns, variant: str, unit: str) -> pd.DataFrame:
     pred = runs.predictions
-    return pred[pred["variant"] == variant].sort_values(["split", "sample_id"])
+    return units.combine(pred[pred["variant"] == variant], unit)
+
+
+def _keys(cases: pd.DataFrame) -> list[tuple]:
+    return sorted(zip(cases["split"], cases["seed"], cases["unit"], cases["label"],
+                      strict=True))
 
 
 def _deltas(previous: StudyRuns, current: StudyRuns, *, n_boot: int,
             seed: int) -> tuple[pd.DataFrame, bool]:
     common = [v for v in variant_order(current.finished_evaluations["variant"].unique())
               if v in set(previous.finished_evaluations["variant"])]
+    unit = units.analysis_unit(current.spec)
     rows, all_paired = [], True
     for i, v in enumerate(common):
-        b, a = _pooled(previous, v), _pooled(current, v)
-        keys_b = list(zip(b["split"], b["sample_id"], strict=True))
-        keys_a = list(zip(a["split"], a["sample_id"], strict=True))
-        paired = bool(len(b)) and keys_b == keys_a
+        b, a = _cases(previous, v, unit), _cases(current, v, unit)
+        paired = bool(len(b)) and _keys(b) == _keys(a)
         all_paired &= paired
         row: dict = {"variant": v, "n_before": len(b), "n_after": len(a), "paired": paired}
         if len(b) and len(a):
-            d = delta_bootstrap(b["label"].to_numpy(), b["p_malignant"].to_numpy(),
-                                a["label"].to_numpy(), a["p_malignant"].to_numpy(),
-                                paired=paired, n_boot=n_boot, seed=seed + i)
+            d = delta_over_runs(b, a, paired=paired, n_boot=n_boot, seed=seed + i)
             for m in ("acc", "auc"):
                 x = d[m]
                 row.update({f"{m}_before": x.before, f"{m}_after": x.after,

@@ -148,6 +148,18 @@ class Estimate:
 def mean_over_runs(cases: pd.DataFrame, metric: Metric, resampler: Resampler) -> Estimate:
     """``metric`` of each run (split × seed) of one variant's ``cases``, their mean, and the
     percentile CI of that mean over the resampler's cluster draws."""
+    per_run, boot_mean = resampled_mean(cases, metric, resampler)
+    if boot_mean is None:
+        return Estimate(np.nan, np.nan, np.nan, per_run)
+    low, high = stats.percentile_ci(boot_mean, resampler.level)
+    return Estimate(float(np.nanmean(per_run)) if per_run.notna().any() else np.nan,
+                    low, high, per_run)
+
+
+def resampled_mean(cases: pd.DataFrame, metric: Metric, resampler: Resampler
+                   ) -> tuple[pd.Series, np.ndarray | None]:
+    """(each run's ``metric``, the mean over runs under each of the resampler's cluster draws
+    (n_boot,); None without any run)."""
     values, boots = {}, []
     for key, g in cases.groupby(list(RUN_KEYS), sort=True):
         y = g["label"].to_numpy(dtype=int)
@@ -157,13 +169,10 @@ def mean_over_runs(cases: pd.DataFrame, metric: Metric, resampler: Resampler) ->
         boots.append(metric(run, y, p, resampler.case_weights(g["cluster"].to_numpy())))
     per_run = pd.Series(values, dtype=float)
     if not boots:
-        return Estimate(np.nan, np.nan, np.nan, per_run)
+        return per_run, None
     with warnings.catch_warnings():  # a resample without any case of a run: NaN, skipped
         warnings.simplefilter("ignore", RuntimeWarning)
-        boot_mean = np.nanmean(np.vstack(boots), axis=0)
-    low, high = stats.percentile_ci(boot_mean, resampler.level)
-    return Estimate(float(np.nanmean(per_run)) if per_run.notna().any() else np.nan,
-                    low, high, per_run)
+        return per_run, np.nanmean(np.vstack(boots), axis=0)
 
 
 # ----------------------------------------------------------------------------- metrics

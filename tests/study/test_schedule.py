@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
 
 from study.schedule import main as schedule_main
@@ -215,19 +216,54 @@ def test_a_salted_searcher_does_not_replay_the_previous_proposals(tmp_path):
 # ----------------------------------------------------------------------------- comparison
 
 
-def test_delta_bootstrap_paired_identical_is_zero_and_a_clear_gain_is_significant():
-    from dashboards.restudy import delta_bootstrap
+def _cases(y: np.ndarray, p: np.ndarray, views: int = 1) -> pd.DataFrame:
+    """One run's test cases at the lesion unit, as ``units.combine`` makes them; ``views``
+    copies of every lesion's view first (its CC and MLO saying the same)."""
+    from dashboards import units
+
+    n = len(y)
+    pred = pd.DataFrame({
+        "variant": "FE", "split": 0, "seed": 0,
+        "sample_id": [f"s{i}-{k}" for i in range(n) for k in range(views)],
+        "cluster": [f"l{i}" for i in range(n) for _ in range(views)],
+        "patient": [f"p{i}" for i in range(n) for _ in range(views)],
+        "label": np.repeat(y, views), "p_malignant": np.repeat(p, views)})
+    return units.combine(pred, "lesion")
+
+
+def test_delta_over_runs_paired_identical_is_zero_and_a_clear_gain_is_significant():
+    from dashboards.restudy import delta_over_runs
 
     rng = np.random.default_rng(0)
     y = np.r_[np.ones(40, int), np.zeros(40, int)]
     weak = np.clip(0.5 + 0.1 * (y - 0.5) + rng.normal(0, 0.2, 80), 0, 1)
     strong = np.clip(0.5 + 0.8 * (y - 0.5) + rng.normal(0, 0.05, 80), 0, 1)
-    same = delta_bootstrap(y, weak, y, weak, paired=True, n_boot=500)
+    same = delta_over_runs(_cases(y, weak), _cases(y, weak), paired=True, n_boot=500)
     assert same["acc"].delta == 0 and same["auc"].delta == 0 and same["auc"].p_value == 1.0
-    gain = delta_bootstrap(y, weak, y, strong, paired=False, n_boot=1000, seed=1)
+    assert same["auc"].low == same["auc"].high == 0     # one draw weighs both executions
+    gain = delta_over_runs(_cases(y, weak), _cases(y, strong), paired=False, n_boot=1000,
+                           seed=1)
     assert gain["acc"].after == 1.0 and gain["auc"].after == 1.0
     assert gain["auc"].low > 0 and gain["auc"].p_value < 0.01
     assert gain["acc"].low <= gain["acc"].delta <= gain["acc"].high
+
+
+def test_a_lesions_two_views_are_one_case_in_the_restudy_delta():
+    """Seen twice (CC and MLO), a lesion still counts once: the delta and its CI are those
+    of one view per lesion; counted as two cases the CI would shrink by about √2."""
+    from dashboards.restudy import delta_over_runs
+
+    rng = np.random.default_rng(3)
+    y = np.r_[np.ones(30, int), np.zeros(30, int)]
+    before = np.clip(0.5 + 0.3 * (y - 0.5) + rng.normal(0, 0.25, 60), 0, 1)
+    after = np.clip(0.5 + 0.4 * (y - 0.5) + rng.normal(0, 0.25, 60), 0, 1)
+    one = delta_over_runs(_cases(y, before), _cases(y, after), paired=True, n_boot=800)
+    two = delta_over_runs(_cases(y, before, views=2), _cases(y, after, views=2), paired=True,
+                          n_boot=800)
+    for m in ("acc", "auc"):
+        assert (two[m].delta, two[m].low, two[m].high, two[m].p_value) == pytest.approx(
+            (one[m].delta, one[m].low, one[m].high, one[m].p_value))
+        assert one[m].high > one[m].low
 
 
 def _log_execution(client, exp: str, accs: dict[str, float], *, previous: str | None = None,
