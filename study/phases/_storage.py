@@ -11,20 +11,29 @@ updated) are raised at once, as before.
 
 A write whose connection failed before its commit stored nothing, and trying it again stores
 it once. One whose connection died *during* the commit (the server gone between receiving the
-commit and acknowledging it) is ambiguous: if it had been committed, a retried trial creation
-adds a second Optuna trial (left RUNNING, failed as an orphan on the next restore). That window
-is one round trip; the PostgreSQL-restart fault test has not met it.
+commit and acknowledging it) is ambiguous. For setting values that is harmless (the same value
+again); a trial creation tried again would add a second Optuna trial (left RUNNING, counted by
+its group's budget). So every trial is created with a key of its own (system attribute
+``tlstudy:create_key``), and a creation tried again — by this module or by Optuna's own
+five-fold retry — first looks for the trial its key already made, in the same transaction that
+locks the study row, and returns that one.
 """
 
 from __future__ import annotations
 
+import copy
+import datetime
 import functools
+import json
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from optuna.storages import BaseStorage, RDBStorage
+from optuna.storages._rdb import models
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import DBAPIError
 
 logger = logging.getLogger(__name__)
@@ -72,13 +81,56 @@ def _retrying(method: _F, retry_s: float) -> _F:
     return call  # type: ignore[return-value]
 
 
+CREATE_KEY = "tlstudy:create_key"
+
+
 class ResilientRDBStorage(RDBStorage):
-    """``RDBStorage`` whose connections are checked before use and whose calls wait out an
-    unreachable database (see the module docstring)."""
+    """``RDBStorage`` whose connections are checked before use, whose calls wait out an
+    unreachable database, and whose trial creation is idempotent (see the module
+    docstring)."""
 
     def __init__(self, url: str, **kwargs: Any) -> None:
         engine_kwargs = {"pool_pre_ping": True, **kwargs.pop("engine_kwargs", {})}
         super().__init__(url, engine_kwargs=engine_kwargs, **kwargs)
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        return self._create_new_trial(study_id, template_trial)._trial_id  # retried inside
+
+    def _create_new_trial(self, study_id: int,
+                          template_trial: FrozenTrial | None = None) -> FrozenTrial:
+        return _create_retried(self, study_id, _keyed(template_trial))
+
+    def _get_prepared_new_trial(self, study_id: int, template_trial: FrozenTrial | None,
+                                session: Any) -> Any:
+        key = (template_trial.system_attrs.get(CREATE_KEY)
+               if template_trial is not None else None)
+        if key is not None:
+            made = (session.query(models.TrialModel)
+                    .join(models.TrialSystemAttributeModel,
+                          models.TrialSystemAttributeModel.trial_id
+                          == models.TrialModel.trial_id)
+                    .filter(models.TrialModel.study_id == study_id,
+                            models.TrialSystemAttributeModel.key == CREATE_KEY,
+                            models.TrialSystemAttributeModel.value_json == json.dumps(key))
+                    .one_or_none())
+            if made is not None:   # an earlier try committed it: that trial, not a second one
+                logger.warning("Optuna trial %d was created by an attempt whose answer was "
+                               "lost; not creating it twice", made.number)
+                return made
+        return super()._get_prepared_new_trial(study_id, template_trial, session)
+
+
+def _keyed(template: FrozenTrial | None) -> FrozenTrial:
+    """``template`` (or a fresh RUNNING trial's) with a creation key of its own."""
+    if template is None:
+        template = FrozenTrial(number=-1, state=TrialState.RUNNING, value=None, values=None,
+                               datetime_start=datetime.datetime.now(), datetime_complete=None,
+                               params={}, distributions={}, user_attrs={}, system_attrs={},
+                               intermediate_values={}, trial_id=-1)
+    else:
+        template = copy.deepcopy(template)
+    template.system_attrs = {**template.system_attrs, CREATE_KEY: uuid.uuid4().hex}
+    return template
 
 
 # Every storage operation: BaseStorage's public ones, and the private ones Optuna's cache in
@@ -88,8 +140,9 @@ _OPERATIONS = sorted({n for n, m in vars(BaseStorage).items()
                      | {"_create_new_trial", "_get_best_trial_id", "_get_stale_trial_ids",
                         "_get_trials", "_set_trial_param"})
 for _name in _OPERATIONS:
-    if hasattr(RDBStorage, _name):
+    if hasattr(RDBStorage, _name) and _name not in vars(ResilientRDBStorage):
         setattr(ResilientRDBStorage, _name, _retrying(getattr(RDBStorage, _name), RETRY_S))
+_create_retried = _retrying(RDBStorage._create_new_trial, RETRY_S)  # with a keyed template
 
 
 def optuna_storage(url: str) -> BaseStorage | str:

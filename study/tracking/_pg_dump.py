@@ -23,6 +23,7 @@ from study.tracking._postgres import (
     PostgresError,
     _run,
     bin_dir,
+    drop_postgres,
     ensure_postgres,
     has_postgres,
 )
@@ -72,21 +73,48 @@ def restore_postgres(runs_dir: Path, dump_dir: Path, timeout_s: float = 600.0) -
     """Restore ``dump_dir``'s ``mlflow.dump`` / ``optuna.dump`` into the runs folder's own
     PostgreSQL (created and started if needed); returns the databases restored.
 
+    All or nothing: each database is restored in one transaction, and when one fails the
+    ones restored before it are emptied again and a PostgreSQL made for this restore is
+    removed, so the same command can be run again once the dump is mended.
+
     Raises:
         PostgresError: a dump is missing, the runs folder's databases already hold results
-            (restore into a new runs folder), or ``pg_restore`` failed.
+            (restore into a new runs folder), or ``pg_restore`` failed (nothing restored).
     """
     dumps = {db: Path(dump_dir) / f"{db}.dump" for db in DATABASES}
     missing = [str(p) for p in dumps.values() if not p.is_file()]
     if missing:
         raise PostgresError(f"no dump at {', '.join(missing)} (made by python -m study.server "
                             "dump)")
-    conn = _client_args(Path(runs_dir), timeout_s)
+    runs_dir = Path(runs_dir)
+    made_here = not has_postgres(runs_dir)
+    conn = _client_args(runs_dir, timeout_s)
     full = [db for db in DATABASES if _has_tables(conn, db)]
     if full:
         raise PostgresError(f"{runs_dir}'s PostgreSQL already holds results ({', '.join(full)}):"
                             " restore into a new runs folder (--runs-dir)")
-    for db, path in dumps.items():
-        _run([str(bin_dir() / "pg_restore"), *conn, "-d", db, "--no-owner", "--exit-on-error",
-              str(path)], f"pg_restore {path}", timeout_s)
-    return list(DATABASES)
+    done: list[str] = []
+    try:
+        for db, path in dumps.items():
+            _run([str(bin_dir() / "pg_restore"), *conn, "-d", db, "--no-owner",
+                  "--exit-on-error", "--single-transaction", str(path)],
+                 f"pg_restore {path}", timeout_s)
+            done.append(db)
+    except PostgresError as e:
+        if made_here:
+            drop_postgres(runs_dir, timeout_s)
+            left = f"the PostgreSQL made for it in {runs_dir} was removed again"
+        else:
+            _empty(conn, done, timeout_s)
+            left = f"{runs_dir}'s databases are empty again"
+        raise PostgresError(f"{e}\nnothing was restored ({left}): mend or re-make the dump, "
+                            "then run the same command again") from None
+    return done
+
+
+def _empty(conn: list[str], databases: list[str], timeout_s: float) -> None:
+    """Drop and re-create ``databases`` (restored by a restore that then failed)."""
+    for db in databases:
+        _run([str(bin_dir() / "psql"), *conn, "-d", "postgres", "-v", "ON_ERROR_STOP=1",
+              "-c", f'DROP DATABASE "{db}"', "-c", f'CREATE DATABASE "{db}"'],
+             f"psql: empty {db}", timeout_s)

@@ -172,6 +172,66 @@ def test_the_searchers_optuna_storage_waits_out_a_postgres_restart(runs: Path) -
     assert optuna_storage("sqlite:////x/optuna.db") == "sqlite:////x/optuna.db"
 
 
+def _lost_answer_on_trial_creation(monkeypatch: pytest.MonkeyPatch, base: type) -> type:
+    """``base`` whose next trial creation is committed and then meets the connection lost
+    before the answer (the commit's ambiguous window), as Optuna sees it."""
+    import contextlib
+
+    import sqlalchemy.exc as sa_exc
+    from optuna.exceptions import StorageInternalError
+    from optuna.storages._rdb import storage as rdb
+
+    fault = {"creating": False, "left": 1}
+
+    class Storage(base):  # type: ignore[misc, valid-type]
+        def _get_prepared_new_trial(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            fault["creating"] = True
+            return super()._get_prepared_new_trial(*args, **kwargs)
+
+    real = rdb._create_scoped_session
+
+    @contextlib.contextmanager
+    def session(*args, **kwargs):  # type: ignore[no-untyped-def]
+        fault["creating"] = False
+        with real(*args, **kwargs) as s:
+            yield s
+        if fault["creating"] and fault["left"]:     # committed: now the answer is lost
+            fault["left"] -= 1
+            lost = sa_exc.OperationalError("COMMIT", {}, Exception(
+                "server closed the connection unexpectedly"))
+            raise StorageInternalError("An exception is raised during the commit.") from lost
+
+    monkeypatch.setattr(rdb, "_create_scoped_session", session)
+    return Storage
+
+
+@needs_pg
+def test_a_trial_creation_whose_answer_was_lost_creates_one_trial(
+        runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commit reached PostgreSQL, its answer did not: Optuna tries the creation again.
+    Its own storage then makes a second trial; the searcher's storage finds the first by its
+    creation key and returns it."""
+    from optuna.storages import RDBStorage
+
+    from study.phases._storage import CREATE_KEY, ResilientRDBStorage
+
+    url = pg.ensure_postgres(runs).url("optuna")
+    counts = {}
+    for name, base in (("optuna", RDBStorage), ("ours", ResilientRDBStorage)):
+        storage = _lost_answer_on_trial_creation(monkeypatch, base)(url)
+        study = optuna.create_study(storage=storage, study_name=f"lost-{name}")
+        trial = study.ask()
+        study.tell(trial, 1.0)
+        trials = optuna.load_study(storage=url, study_name=f"lost-{name}").trials
+        counts[name] = len(trials)
+        if name == "ours":
+            assert trial.number == 0 and [t.state for t in trials] == [
+                optuna.trial.TrialState.COMPLETE]
+            assert len(trials[0].system_attrs[CREATE_KEY]) == 32
+            assert study.ask().number == 1                    # and on it goes
+    assert counts == {"optuna": 2, "ours": 1}   # the fault is real: Optuna's own made two
+
+
 @needs_pg
 @pytest.mark.slow
 def test_dump_then_restore_into_a_new_runs_folder(runs: Path, pg_server: ServerInfo) -> None:
@@ -191,6 +251,17 @@ def test_dump_then_restore_into_a_new_runs_folder(runs: Path, pg_server: ServerI
     dumps = runs / "dumps"
     assert sorted(p.name for p in dumps.iterdir()) == ["mlflow.dump", "optuna.dump"]
     new = runs / "restored"   # (a folder of its own, reachable by the service user)
+    # a damaged dump first: named, nothing restored, the new folder left without PostgreSQL
+    damaged = runs / "damaged"
+    damaged.mkdir()
+    shutil.copy(dumps / "mlflow.dump", damaged / "mlflow.dump")       # restored, then undone
+    data = (dumps / "optuna.dump").read_bytes()
+    (damaged / "optuna.dump").write_bytes(data[: len(data) // 2])
+    bad = subprocess.run([*cli, "restore", "--runs-dir", str(new), str(damaged)],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and str(damaged / "optuna.dump") in bad.stderr, bad.stderr
+    assert "nothing was restored" in bad.stderr
+    assert not pg.has_postgres(new) and pg.postgres_status(new) is None
     done = subprocess.run([*cli, "restore", "--runs-dir", str(new), str(dumps)],
                           capture_output=True, text=True, timeout=300)
     try:
