@@ -252,8 +252,7 @@ def summary_table(computed: Any) -> Any:
 
 def summary_title(computed: Any) -> str:
     unit = ", ".join(sorted({str(u) for u in computed.tables["table1"]["unit"]})) or "lesion"
-    return (f"Table 1 (unit of analysis: {unit}; mean over runs with its 95% cluster-bootstrap "
-            "CI; all tables and statistics in the report)")
+    return f"Table 1 (unit of analysis: {unit}; mean over runs [95% cluster-bootstrap CI])"
 
 
 def _describe(tracking_uri: str, exp_id: str, parent: str, table: Any, result: Any) -> None:
