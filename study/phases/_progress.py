@@ -1,10 +1,13 @@
 """Terminal progress of a Tune phase: one header, then trials done / running / pruned / failed,
 the best validation result so far and an ETA over the rest of the study.
 
-On a terminal the status is one line rewritten in place; piped (a log file, CI) it is a plain
-line per finished trial. The ETA counts epochs, not trials (a pruned search trial is short, an
-evaluation trial long): seconds per epoch since this phase's first trial started (set-up time
-left out) × the epochs still to run in this phase and the ones after it (``later_epochs``).
+On a terminal the status is one line rewritten in place — with search and evaluation
+overlapping in one Tune run, one line holding both phases (``search … | evaluate …``), and a
+phase's last status left as a line of its own once it has finished; piped (a log file, CI) it
+is a plain line per finished trial. The ETA counts epochs, not trials (a pruned search trial is
+short, an evaluation trial long): seconds per epoch since this phase's first trial started
+(set-up time left out) × the epochs still to run in this phase and the ones after it
+(``later_epochs``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ class Progress(Callback):
     ``max_epochs``: a trial's epoch budget in this phase (the estimate until one has ended);
     ``later_epochs``: the epoch budget of the phases after this one (the evaluation's, for the
     search), so that the ETA is the study's, not the phase's."""
+
+    inline = True  # on a terminal, writes its own in-place line (not under PhaseProgress)
 
     def __init__(self, phase: str, total: int, *, max_epochs: int = 1,
                  later_epochs: int = 0) -> None:
@@ -74,8 +79,12 @@ class Progress(Callback):
 
     def close(self) -> None:
         self._show(final=True)
-        if _tty() and self._headed:
+        if _tty() and self._headed and self.inline:
             print(flush=True)  # leave the in-place line
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= self.total and self.running == 0
 
     # ------------------------------------------------------------------ the line
 
@@ -88,28 +97,37 @@ class Progress(Callback):
         """Seconds left in this phase and the later ones, or None before any epoch."""
         if self.t0 is None or self.epochs == 0:
             return None
-        per_epoch = (now - self.t0) / self.epochs
+        return (now - self.t0) / self.epochs * (self.epochs_left() + self.later_epochs)
+
+    def epochs_left(self) -> float:
+        """Epochs this phase has still to run (ended trials' mean, else the budget, per
+        trial not ended, less the epochs running trials have reported)."""
         per_trial = self.epochs_done / self.done if self.done else self.max_epochs
-        left = max(0.0, (self.total - self.done) * per_trial
-                   - (self.epochs - self.epochs_done)) + self.later_epochs
-        return per_epoch * left
+        return max(0.0, (self.total - self.done) * per_trial - (self.epochs - self.epochs_done))
 
     def line(self, now: float | None = None) -> str:
         now = time.monotonic() if now is None else now
+        return " · ".join([self.counts(), *self._best(), *self._times(now)])
+
+    def counts(self) -> str:
+        """``search   4/6 done (1 pruned) · 2 running``."""
         extra = [f"{n} {what}" for n, what in ((self.pruned, "pruned"), (self.failed, "failed"))
                  if n]
         note = f" ({', '.join(extra)})" if extra else ""
+        return f"{self.phase:<9}{self.done}/{self.total} done{note} · {self.running} running"
+
+    def _best(self) -> list[str]:
         best = []
         if self.best_loss < math.inf:
             best.append(f"best val_loss {self.best_loss:.3f}")
         if self.best_auc > -math.inf:
             best.append(f"val_auc {self.best_auc:.3f}")
+        return [", ".join(best)] if best else []
+
+    def _times(self, now: float) -> list[str]:
         eta = self.eta_s(now)
-        parts = [f"{self.phase:<9}{self.done}/{self.total} done{note}",
-                 f"{self.running} running", *([", ".join(best)] if best else []),
-                 _clock(now - self.t0) if self.t0 is not None else "starting",
-                 f"ETA {_clock(eta)}" if eta is not None else "ETA -"]
-        return " · ".join(parts)
+        return [_clock(now - self.t0) if self.t0 is not None else "starting",
+                f"ETA {_clock(eta)}" if eta is not None else "ETA -"]
 
     def _show(self, *, final: bool) -> None:
         out = sys.stdout  # looked up late: Tune pickles callbacks
@@ -120,11 +138,20 @@ class Progress(Callback):
             self._headed = True
         line = self.line()
         if _tty():
-            out.write("\r\x1b[K" + line)
-            out.flush()
+            if self.inline:
+                out.write("\r\x1b[K" + _fit(line))
+                out.flush()
         elif final and line != self._last:
             print(line, file=out, flush=True)
         self._last = line
+
+
+def _fit(line: str) -> str:
+    """``line`` cut to the terminal's width: a wrapped line cannot be rewritten in place."""
+    import shutil
+
+    width = shutil.get_terminal_size().columns - 1
+    return line if len(line) <= width else line[:max(0, width - 1)] + "…"
 
 
 def _tty() -> bool:
@@ -136,28 +163,78 @@ def _tty() -> bool:
 
 class PhaseProgress(Callback):
     """One Tune run, two phases: each trial's events go to its phase's :class:`Progress`
-    (``trial.config["phase"]``), so search and evaluation keep their own counts and ETA."""
+    (``trial.config["phase"]``), so search and evaluation keep their own counts and ETA. On a
+    terminal the phases share one in-place line, ``search … | evaluate …``; a phase that has
+    finished leaves its last status as a line of its own."""
 
     def __init__(self, phases: dict[str, Progress]) -> None:
         self.phases = phases
+        for progress in phases.values():
+            progress.inline = False
+        self._settled: set[str] = set()
+        self._showing = False
 
     def _of(self, trial: Any) -> Progress:
         return self.phases[trial.config.get("phase", "search")]
 
+    def _render(self) -> None:
+        if not _tty():
+            return
+        out = sys.stdout
+        active = []
+        for name, progress in self.phases.items():
+            if not progress._headed:
+                continue
+            if progress.total and progress.finished:
+                if name not in self._settled:
+                    out.write("\r\x1b[K" + _fit(progress.line()) + "\n")
+                    self._settled.add(name)
+                continue
+            active.append(progress)
+        if len(active) == 1:
+            line = active[0].line()
+        else:  # the counts of each, the time and the study's ETA, then the best result
+            # (the first cut on a narrow terminal)
+            line = " | ".join(p.counts() for p in active)
+            if active:
+                line += " · " + " · ".join([*self._times(), *active[-1]._best()])
+        out.write("\r\x1b[K" + _fit(line))
+        out.flush()
+        self._showing = bool(active)
+
+    def _times(self) -> list[str]:
+        """Time since the first trial and the study's ETA: the epochs every phase has still
+        to run at the rate of all epochs so far."""
+        now = time.monotonic()
+        starts = [p.t0 for p in self.phases.values() if p.t0 is not None]
+        if not starts:
+            return ["starting", "ETA -"]
+        epochs = sum(p.epochs for p in self.phases.values())
+        eta = ((now - min(starts)) / epochs * sum(p.epochs_left() for p in self.phases.values())
+               if epochs else None)
+        return [_clock(now - min(starts)), f"ETA {_clock(eta)}" if eta is not None else "ETA -"]
+
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._of(trial).on_trial_start(iteration, trials, trial, **info)
+        self._render()
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
         self._of(trial).on_trial_result(iteration, trials, trial, result, **info)
+        self._render()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._of(trial).on_trial_complete(iteration, trials, trial, **info)
+        self._render()
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._of(trial).on_trial_error(iteration, trials, trial, **info)
+        self._render()
 
     def close(self) -> None:
         for progress in self.phases.values():
             if progress.total:
                 progress.close()
+        self._render()
+        if _tty() and self._showing:
+            print(flush=True)  # leave the in-place line (a study interrupted mid-phase)

@@ -48,3 +48,79 @@ def test_pruned_trials_are_counted():
     p.on_trial_start(0, [], None)
     p.on_trial_complete(0, [], _trial(1, done=False))
     assert "1/2 done (1 pruned)" in p.line()
+
+
+OVERLAP = """
+import sys
+from types import SimpleNamespace as NS
+sys.path.insert(0, sys.argv[1])
+from study.phases._progress import PhaseProgress, Progress
+
+def trial(phase, epochs=2, done=True):
+    return NS(config={"phase": phase},
+              last_result={"training_iteration": epochs, "trial_done": done})
+
+p = PhaseProgress({"search": Progress("search", 2, max_epochs=2, later_epochs=2),
+                   "evaluate": Progress("evaluate", 1, max_epochs=2)})
+s1, s2, e1 = trial("search"), trial("search"), trial("evaluate")
+p.on_trial_start(0, [], s1)
+p.on_trial_result(0, [], s1, {"val_loss": 0.5})
+p.on_trial_complete(0, [], s1)
+p.on_trial_start(0, [], s2)
+p.on_trial_start(0, [], e1)           # the evaluation starts while the search still runs
+p.on_trial_result(0, [], e1, {"val_loss": 0.4})
+p.on_trial_result(0, [], s2, {"val_loss": 0.3})
+p.on_trial_complete(0, [], s2)        # the search has finished; the evaluation goes on
+p.on_trial_result(0, [], e1, {"val_loss": 0.2})
+p.on_trial_complete(0, [], e1)
+p.close()
+print("end")
+"""
+
+
+def test_on_a_terminal_overlapping_phases_share_one_line_and_each_leaves_its_last(tmp_path):
+    """In a real pseudo-terminal: while both phases run, every rewrite of the line shows
+    both (they no longer take turns on it); a finished phase's last status stays once."""
+    import os
+    import sys
+
+    from study.cluster import PROJECT_ROOT
+    from tests._pty import run_in_pty
+
+    script = tmp_path / "overlap.py"
+    script.write_text(OVERLAP)
+    run = run_in_pty([sys.executable, str(script), str(PROJECT_ROOT)], cwd=tmp_path,
+                     env={**os.environ, "COLUMNS": "200"}, timeout_s=60)
+    assert run.returncode == 0, run.text
+    lines = [x for _, x in run.lines]
+    assert lines.count("== search: 2 trials ==") == 1
+    assert lines.count("== evaluate: 1 trials ==") == 1
+    both_from = lines.index("== evaluate: 1 trials ==")
+    search_end = next(i for i, x in enumerate(lines) if x.startswith("search   2/2 done"))
+    for x in lines[both_from + 1:search_end]:     # both running: one line holds both
+        assert x.startswith("search   1/2 done · 1 running | evaluate 0/1 done · 1 running")
+        assert "ETA" in x and len(x) <= 199, lines
+    assert " | " not in lines[search_end]          # the search's last status, on its own
+    assert sum(x.startswith("search   2/2 done") for x in lines) == 1
+    after = lines[search_end + 1:]
+    assert after and all(x.startswith("evaluate ") or x == "end" for x in after), lines
+    assert sum(x.startswith("evaluate 1/1 done") for x in after) == 1
+
+
+def test_on_a_narrow_terminal_the_line_is_cut_not_wrapped(tmp_path):
+    """A line longer than the terminal wraps, and ``\\r`` then rewrites only its last row:
+    the status is cut to the width instead."""
+    import os
+    import sys
+
+    from study.cluster import PROJECT_ROOT
+    from tests._pty import run_in_pty
+
+    script = tmp_path / "overlap.py"
+    script.write_text(OVERLAP)
+    run = run_in_pty([sys.executable, str(script), str(PROJECT_ROOT)], cwd=tmp_path,
+                     env={**os.environ, "COLUMNS": "60"}, timeout_s=60)
+    assert run.returncode == 0, run.text
+    lines = [x for _, x in run.lines]
+    assert max(len(x) for x in lines) == 59 and any(x.endswith("…") for x in lines)
+    assert any(x.startswith("search   1/2 done · 1 running | evaluate") for x in lines)
