@@ -27,7 +27,7 @@ def _clock(seconds: float) -> str:
 
 
 class Progress(Callback):
-    """``search   4/6 done (1 pruned) · 2 running · best val_loss 0.412 · 1m05s · ETA 3m10s``.
+    """``search   4/6 done (1 pruned) · 2 running · 1m05s · ETA 3m10s · best val_loss 0.412``.
 
     ``max_epochs``: a trial's epoch budget in this phase (the estimate until one has ended);
     ``later_epochs``: the epoch budget of the phases after this one (the evaluation's, for the
@@ -107,14 +107,19 @@ class Progress(Callback):
 
     def line(self, now: float | None = None) -> str:
         now = time.monotonic() if now is None else now
-        return " · ".join([self.counts(), *self._best(), *self._times(now)])
+        # the best result last: the part a narrow terminal cuts first
+        return " · ".join([self.counts(), *self._times(now), *self._best()])
 
     def counts(self) -> str:
         """``search   4/6 done (1 pruned) · 2 running``."""
+        return f"{self.phase:<9}{self.tally()} · {self.running} running"
+
+    def tally(self) -> str:
+        """``4/6 done (1 pruned)``."""
         extra = [f"{n} {what}" for n, what in ((self.pruned, "pruned"), (self.failed, "failed"))
                  if n]
         note = f" ({', '.join(extra)})" if extra else ""
-        return f"{self.phase:<9}{self.done}/{self.total} done{note} · {self.running} running"
+        return f"{self.done}/{self.total} done{note}"
 
     def _best(self) -> list[str]:
         best = []
@@ -193,11 +198,14 @@ class PhaseProgress(Callback):
             active.append(progress)
         if len(active) == 1:
             line = active[0].line()
-        else:  # the counts of each, the time and the study's ETA, then the best result
-            # (the first cut on a narrow terminal)
-            line = " | ".join(p.counts() for p in active)
+        else:  # ``search 5/6 done | evaluate 0/2 done · 2 running · 0m20s · ETA 0m30s · best…``:
+            # each phase's tally, the trials running, the time and the study's ETA, then the
+            # best result (the part a narrow terminal cuts first)
+            line = " | ".join(f"{p.phase} {p.tally()}" for p in active)
             if active:
-                line += " · " + " · ".join([*self._times(), *active[-1]._best()])
+                running = sum(p.running for p in active)
+                line += " · " + " · ".join([f"{running} running", *self._times(),
+                                            *active[-1]._best()])
         out.write("\r\x1b[K" + _fit(line))
         out.flush()
         self._showing = bool(active)

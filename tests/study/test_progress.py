@@ -98,7 +98,7 @@ def test_on_a_terminal_overlapping_phases_share_one_line_and_each_leaves_its_las
     both_from = lines.index("== evaluate: 1 trials ==")
     search_end = next(i for i, x in enumerate(lines) if x.startswith("search   2/2 done"))
     for x in lines[both_from + 1:search_end]:     # both running: one line holds both
-        assert x.startswith("search   1/2 done · 1 running | evaluate 0/1 done · 1 running")
+        assert x.startswith("search 1/2 done | evaluate 0/1 done · 2 running · ")
         assert "ETA" in x and len(x) <= 199, lines
     assert " | " not in lines[search_end]          # the search's last status, on its own
     assert sum(x.startswith("search   2/2 done") for x in lines) == 1
@@ -123,4 +123,4 @@ def test_on_a_narrow_terminal_the_line_is_cut_not_wrapped(tmp_path):
     assert run.returncode == 0, run.text
     lines = [x for _, x in run.lines]
     assert max(len(x) for x in lines) == 59 and any(x.endswith("…") for x in lines)
-    assert any(x.startswith("search   1/2 done · 1 running | evaluate") for x in lines)
+    assert any(x.startswith("search 1/2 done | evaluate 0/1 done") for x in lines)
