@@ -200,12 +200,12 @@ class PhaseProgress(Callback):
             line = active[0].line()
         else:  # ``search 5/6 done | evaluate 0/2 done · 2 running · 0m20s · ETA 0m30s · best…``:
             # each phase's tally, the trials running, the time and the study's ETA, then the
-            # best result (the part a narrow terminal cuts first)
+            # search's best result (the part a narrow terminal cuts first)
             line = " | ".join(f"{p.phase} {p.tally()}" for p in active)
             if active:
                 running = sum(p.running for p in active)
                 line += " · " + " · ".join([f"{running} running", *self._times(),
-                                            *active[-1]._best()])
+                                            *active[0]._best()])
         out.write("\r\x1b[K" + _fit(line))
         out.flush()
         self._showing = bool(active)
