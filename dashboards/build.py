@@ -209,3 +209,15 @@ def write(c: Computed, out_dir: Path) -> Written:
             "significant": c.restudy.significant, "savings": c.restudy.savings_line}})},
         indent=2))
     return Written(out_dir, table_files, fig_files, page, summary)
+
+
+def brief_table1(c: Computed) -> tuple[str, pd.DataFrame]:
+    """(title, rows as strings) of Table 1 in brief: per variant accuracy and AUC at the unit
+    of analysis, each with its 95 % cluster-bootstrap CI, time, splits — what the launcher
+    prints and the parent run's description shows."""
+    from dashboards.formats import display
+
+    t1 = c.tables["table1"]
+    unit = ", ".join(sorted({str(u) for u in t1["unit"]})) or units.analysis_unit(c.runs.spec)
+    title = f"Table 1 (unit of analysis: {unit}; mean over runs [95% cluster-bootstrap CI])"
+    return title, display("summary", tables.summary(t1, c.tables["table2"]))

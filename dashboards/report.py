@@ -116,9 +116,49 @@ def make_report(config: ReportConfig) -> ReportResult:
                 client.set_tag(runs.parent_run_id, "restudy_savings",
                                computed.restudy.savings_line)
             logged = True
+            publish(client, computed, written.html)
         except Exception as e:  # noqa: BLE001 - the local report stands without the upload
             log.warning("could not log the report to run %s: %s", runs.parent_run_id, e)
     return ReportResult(written, computed, logged)
+
+
+def publish(client: MlflowClient, computed: build.Computed, html: Path) -> None:
+    """The report's Table 1 on its parent run, where a user of the MLflow UI lands: the
+    description (Table 1 in brief, verdict, warnings, a link to the report) and the
+    ``table1.<variant>.*`` metrics (the runs table's columns), in one request each."""
+    import time
+
+    from mlflow.entities import Metric
+
+    from dashboards.about import study_warnings
+    from dashboards.build import brief_table1
+    from dashboards.formats import markdown
+    from study import tracking
+
+    runs = computed.runs
+    title, shown = brief_table1(computed)
+    url = tracking.ui_url(runs.tracking_uri, runs.experiment_id, runs.parent_run_id)
+    link = (f"[report/report.html]({url}".replace(
+                tracking.UI_QUERY, f"/artifactPath/{ARTIFACT_PATH}/report.html")
+            + f") in this run's Artifacts (local copy: {html})")
+    try:
+        note = tracking.describe_parent(
+            None, report=link, summary=(title, markdown(shown)),
+            verdict=computed.restudy.verdict if computed.restudy is not None else None,
+            warnings=study_warnings(runs))
+        now = int(time.time() * 1000)
+        metrics = tracking.summary_metrics(computed.tables["table1"], computed.tables["table2"])
+        client.log_batch(runs.parent_run_id,
+                         metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
+                         tags=[_tag(tracking.NOTE_TAG, note)])
+    except Exception as e:  # noqa: BLE001 - the report itself stands
+        log.warning("Table 1 not set on the parent run %s: %s", runs.parent_run_id, e)
+
+
+def _tag(key: str, value: str):  # type: ignore[no-untyped-def]
+    from mlflow.entities import RunTag
+
+    return RunTag(key, value)
 
 
 def _previous(client: MlflowClient, runs: StudyRuns) -> StudyRuns | None:

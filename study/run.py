@@ -10,7 +10,9 @@ import json
 import logging
 import os
 import platform
+import shlex
 import subprocess
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,10 +176,10 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
         page = None
         if status == "FINISHED" or report:
             # after the parent has ended: the report shows its final status
-            page = build_report(tracking_uri, spec.name, parent, study_dir, echo, table=table,
-                                exp_id=exp_id)
+            page = build_report(tracking_uri, spec.name, parent, study_dir, echo)
         if page is None and quick is not None:
             echo(quick)
+            _log_metrics(tracking_uri, parent, tracking.table1_metrics(table))
         if quick is not None and spec.search.mode == "shared":
             echo("Note: shared search (one split searched, its best reused on every split) — "
                  "these estimates are optimistic.")
@@ -213,65 +215,44 @@ def never_evaluated(spec: StudySpec, rows: list[dict]) -> list[str]:
 
 
 def build_report(tracking_uri: str, study: str, parent: str, study_dir: Path,
-                 echo: Any = print, *, table: Any = None,
-                 exp_id: str | None = None) -> Path | None:
+                 echo: Any = print) -> Path | None:
     """The dashboards report (tables, ROC curves, statistics, HTML) rebuilt from MLflow into
-    ``study_dir/report`` and logged to the parent run; given Table 1 (``table``), the parent's
-    description then also links the report and carries the verdict and warnings. A report
-    that cannot be built is a warning, never a failed study: it can be rebuilt later from
-    MLflow alone."""
+    ``study_dir/report`` and logged to the parent run, whose description and ``table1.*``
+    metrics become its Table 1 (``dashboards.report.publish``); its Table 1 in brief printed.
+    A report that cannot be built is a warning, never a failed study: it can be rebuilt later
+    from MLflow alone, with the command printed."""
+    out = study_dir / "report"
     try:
         from dashboards.report import ReportConfig, make_report
 
-        result = make_report(ReportConfig(study=study, tracking_uri=tracking_uri,
-                                          out_dir=study_dir / "report", run_id=parent,
-                                          during_study=True))
+        result = make_report(ReportConfig(study=study, tracking_uri=tracking_uri, out_dir=out,
+                                          run_id=parent, during_study=True))
     except Exception as e:  # noqa: BLE001 - the study's runs are safe in MLflow either way
         log.warning("report not built: %s", e, exc_info=True)
-        echo(f"report: not built ({e}); rebuild it with: python -m dashboards.report "
-             f"--study {study} --tracking-uri {tracking_uri} --run {parent}")
+        echo(f"report: not built ({e}); rebuild it with: " + shlex.join([
+            "python", "-m", "dashboards.report", "--study", study, "--tracking-uri",
+            tracking_uri, "--run", parent, "--out", str(out)]))
         return None
+    from dashboards.build import brief_table1
     from dashboards.formats import plain
 
-    echo(f"{summary_title(result.computed)}\n{plain(summary_table(result.computed), names=2)}")
+    title, shown = brief_table1(result.computed)
+    echo(f"{title}\n{plain(shown, names=2)}")
     echo(f"report: {result.written.html}"
          + (" (also in the parent run's artifacts, report/)" if result.logged else ""))
-    if table is not None and exp_id is not None:
-        _describe(tracking_uri, exp_id, parent, table, result)
     return result.written.html
 
 
-def summary_table(computed: Any) -> Any:
-    """The report's Table 1 in brief (accuracy and AUC with their CIs, time, splits), as the
-    strings printed and shown on the parent run."""
-    from dashboards.formats import display
-    from dashboards.tables import summary
+def _log_metrics(tracking_uri: str, parent: str, values: dict[str, float]) -> None:
+    """``values`` on the (ended) parent run, step 0, in one request."""
+    from mlflow.entities import Metric
 
-    return display("summary", summary(computed.tables["table1"], computed.tables["table2"]))
-
-
-def summary_title(computed: Any) -> str:
-    unit = ", ".join(sorted({str(u) for u in computed.tables["table1"]["unit"]})) or "lesion"
-    return f"Table 1 (unit of analysis: {unit}; mean over runs [95% cluster-bootstrap CI])"
-
-
-def _describe(tracking_uri: str, exp_id: str, parent: str, table: Any, result: Any) -> None:
-    """The parent's description, once the report exists: Table 1, verdict, warnings, link."""
-    from dashboards.about import study_warnings
-    from dashboards.formats import markdown
-
+    now = int(time.time() * 1000)
     try:
-        client = tracking.client_for(tracking_uri)
-        link = (f"[report/report.html]({tracking.ui_url(tracking_uri, exp_id, parent)}"
-                .replace(tracking.UI_QUERY, "/artifactPath/report/report.html")
-                + f") in this run's Artifacts (local copy: {result.written.html})")
-        note = tracking.describe_parent(
-            table, report=link, verdict=client.get_run(parent).data.tags.get("verdict"),
-            warnings=study_warnings(result.computed.runs),
-            summary=(summary_title(result.computed), markdown(summary_table(result.computed))))
-        client.set_tag(parent, tracking.NOTE_TAG, note)
-    except Exception as e:  # noqa: BLE001 - the Table 1 description stands
-        log.warning("parent run description not updated: %s", e)
+        tracking.client_for(tracking_uri).log_batch(
+            parent, metrics=[Metric(k, v, now, 0) for k, v in values.items()])
+    except Exception as e:  # noqa: BLE001 - table1.json holds the same
+        log.warning("Table 1 metrics not logged to the parent run: %s", e)
 
 
 def run_tags(spec: StudySpec, data: StudyData) -> dict[str, str]:

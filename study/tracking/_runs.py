@@ -40,7 +40,7 @@ __all__ = [
     "TerminalStatus", "all_runs",
     "child_runs", "client_for", "close_dangling_runs", "default_spill_dir", "describe_parent",
     "experiment_for", "find_child_run", "log_table1", "open_child_run", "replay_spilled",
-    "start_child_run", "start_parent_run", "table1_metrics", "ui_url",
+    "start_child_run", "start_parent_run", "summary_metrics", "table1_metrics", "ui_url",
 ]
 
 T = TypeVar("T")
@@ -250,27 +250,47 @@ def ui_url(tracking_uri: str, exp_id: str, run_id: str | None = None) -> str:
     return f"{base}/runs/{run_id}{UI_QUERY}" if run_id else f"{base}{UI_QUERY}"
 
 
-def table1_metrics(table) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    """Table 1 (``study.phases._report.table1``) as parent-run metrics, one set per variant:
-    ``table1.<V>.acc_mean`` / ``acc_std`` (test accuracy %, mean and sample std over splits),
-    ``auc`` (mean test AUC), ``time_min``, ``splits``; NaN values are left out."""
-    import math
-
+def table1_metrics(table, prefix: str = "table1_views") -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """The launcher's view-level quick summary (``study.phases._report.table1``) as parent-run
+    metrics, one set per variant: ``<prefix>.<V>.acc_mean`` / ``acc_std`` (test accuracy %,
+    mean and sample std over splits, every view a case), ``auc`` (mean test AUC),
+    ``time_min``, ``splits``; NaN values are left out. Logged only when the report (whose
+    Table 1 gives the ``table1.*`` metrics, :func:`summary_metrics`) could not be built."""
     names = {"accuracy_%": "acc_mean", "std_%": "acc_std", "auc": "auc", "time_min": "time_min",
              "splits": "splits"}
+    return _per_variant(table, names, prefix)
+
+
+def summary_metrics(table1, table2) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """The report's Table 1 (``dashboards.tables.summary``: at the unit of analysis, a lesion's
+    views one case) as parent-run metrics: ``table1.<V>.acc_mean`` with ``acc_ci_low`` /
+    ``acc_ci_high`` (%, the 95 % cluster-bootstrap CI), ``acc_std`` (over runs; absent with
+    one run), ``auc`` with ``auc_ci_low`` / ``auc_ci_high``, ``time_min``, ``splits``."""
+    from dashboards.tables import summary
+
+    brief = summary(table1, table2).merge(table1[["variant", "std_pct"]], on="variant")
+    names = {"accuracy_pct": "acc_mean", "accuracy_ci_low": "acc_ci_low",
+             "accuracy_ci_high": "acc_ci_high", "std_pct": "acc_std", "auc_mean": "auc",
+             "auc_ci_low": "auc_ci_low", "auc_ci_high": "auc_ci_high", "time_min": "time_min",
+             "splits": "splits"}
+    return _per_variant(brief, names, "table1")
+
+
+def _per_variant(table, names: dict[str, str], prefix: str) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    import math
+
     out: dict[str, float] = {}
     for row in table.to_dict(orient="records"):
         for column, short in names.items():
             value = row.get(column)
             if value is not None and not (isinstance(value, float) and math.isnan(value)):
-                out[f"table1.{row['variant']}.{short}"] = float(value)
+                out[f"{prefix}.{row['variant']}.{short}"] = float(value)
     return out
 
 
 def log_table1(run_logger: RunLogger, table) -> None:  # type: ignore[no-untyped-def]
-    """Table 1 on the parent run: as metrics (the runs table's columns) and as its
-    description, so the parent run page shows the results where a user lands."""
-    run_logger.metrics(0, table1_metrics(table))
+    """The quick summary as the parent run's description until the report replaces it (with
+    its own Table 1, and the ``table1.*`` metrics)."""
     run_logger.tags({NOTE_TAG: describe_parent(table)})
 
 
@@ -279,8 +299,8 @@ def describe_parent(table, *, report: str | None = None,  # type: ignore[no-unty
                     summary: tuple[str, str] | None = None) -> str:
     """The parent run's Markdown description: Table 1, the re-study verdict, warnings and
     where the report is. ``summary`` (title, Markdown table): the report's Table 1 in brief,
-    at the unit of analysis with CIs; without it (no report yet) the launcher's view-level
-    ``table``, labelled a quick summary."""
+    at the unit of analysis with CIs (``table`` unused, may be None); without it (no report
+    yet) the launcher's view-level ``table``, labelled a quick summary."""
     if summary is not None:
         title, body = summary
         lines = [f"**{title}**", "", body.rstrip("\n")]

@@ -108,9 +108,14 @@ def test_the_parent_run_carries_table1_as_metrics_and_a_description(launched):
     state = json.loads((runs / STUDY / "state.json").read_text())
     parent = client_for(uri).get_run(state["parent_run_id"])
     assert parent.info.status == "FINISHED"
-    for v in ("FE", "FTED"):
-        assert {f"table1.{v}.acc_mean", f"table1.{v}.acc_std", f"table1.{v}.auc"} <= set(
+    for v in ("FE", "FTED"):   # the report's Table 1: at the unit of analysis, with CIs
+        assert {f"table1.{v}.{m}" for m in ("acc_mean", "acc_ci_low", "acc_ci_high", "auc",
+                                           "auc_ci_low", "auc_ci_high")} <= set(
             parent.data.metrics)
+        assert (parent.data.metrics[f"table1.{v}.acc_ci_low"]
+                <= parent.data.metrics[f"table1.{v}.acc_mean"]
+                <= parent.data.metrics[f"table1.{v}.acc_ci_high"])
+    assert not any(k.startswith("table1_views.") for k in parent.data.metrics)
     note = parent.data.tags[NOTE_TAG]
     assert "| FE |" in note and "artifactPath/report/report.html" in note
     assert "synthetic data" in note  # the warning a reader must see

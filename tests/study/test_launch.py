@@ -101,8 +101,15 @@ def test_the_printed_table1_is_the_reports_a_lesion_one_case_each_figure_with_it
         assert (f"{a['accuracy_pct']:.2f} [{a['accuracy_ci_low']:.2f}, "
                 f"{a['accuracy_ci_high']:.2f}]") in rows[v]
         assert f"{b['auc_mean']:.3f} [{b['auc_ci_low']:.3f}, {b['auc_ci_high']:.3f}]" in rows[v]
-    # and the parent run's description shows the same table, not the view-level one
-    note = mlflow_client.get_run(outcome.parent_run_id).data.tags["mlflow.note.content"]
+    # and the parent run shows the same table, not the view-level one: description, metrics
+    parent = mlflow_client.get_run(outcome.parent_run_id).data
+    for v in spec.variants:
+        a = table1[table1["variant"] == v].iloc[0]
+        b = table2[(table2["model"] == v) & (table2["source"] == "this study")].iloc[0]
+        assert parent.metrics[f"table1.{v}.acc_mean"] == pytest.approx(a["accuracy_pct"])
+        assert parent.metrics[f"table1.{v}.acc_ci_high"] == pytest.approx(a["accuracy_ci_high"])
+        assert parent.metrics[f"table1.{v}.auc_ci_low"] == pytest.approx(b["auc_ci_low"])
+    note = parent.tags["mlflow.note.content"]
     assert "unit of analysis: lesion" in note and "quick summary" not in note
     for v in spec.variants:
         a = table1[table1["variant"] == v].iloc[0]
@@ -260,3 +267,41 @@ def test_tune_keeps_only_what_can_be_used_of_the_checkpoints(smoke_study):
         kept = list(trial.glob("checkpoint_*"))
         assert len(kept) == 1, kept                         # not one per epoch
         assert list(kept[0].glob("best-e*.pt")) and (kept[0] / "checkpoint.pt").is_file()
+
+
+def test_without_a_report_the_quick_summary_is_shown_and_the_printed_command_rebuilds_it(
+        tmp_path, ray_local, mlflow_server, mlflow_client):
+    """The report cannot be written (a file stands where its folder goes): the study still
+    finishes, prints the view-level quick summary (labelled so) and the command that rebuilds
+    the report; pasted once the file is gone, that command writes the report and puts its
+    Table 1 on the parent run."""
+    import shlex
+
+    from study.run import run_study
+
+    spec = load_spec("smoke").with_name("smoke-noreport")
+    study_dir = tmp_path / "runs dir" / spec.name          # a space: the hint must quote
+    study_dir.mkdir(parents=True)
+    (study_dir / "report").write_text("in the way\n")
+    lines: list[str] = []
+    outcome = run_study(spec, study_dir, mlflow_server, echo=lines.append)
+    text = "\n".join(lines)
+    assert "Table 1 (quick summary: every view a case" in text
+    (hint,) = [line for line in lines if line.startswith("report: not built")]
+    command = hint.split("rebuild it with: ", 1)[1]
+    parent = mlflow_client.get_run(outcome.parent_run_id).data
+    assert parent.metrics["table1_views.FE.acc_mean"] == pytest.approx(
+        outcome.table.set_index("variant").loc["FE", "accuracy_%"])
+    assert not any(k.startswith("table1.") for k in parent.metrics)
+    assert "quick summary" in parent.tags["mlflow.note.content"]
+
+    (study_dir / "report").unlink()                         # the cause mended; pasted as is
+    argv = shlex.split(command)
+    assert argv[:3] == ["python", "-m", "dashboards.report"]
+    done = subprocess.run([sys.executable, *argv[1:]], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert (study_dir / "report" / "report.html").is_file()
+    parent = mlflow_client.get_run(outcome.parent_run_id).data
+    assert {f"table1.{v}.acc_ci_low" for v in spec.variants} <= set(parent.metrics)
+    assert "unit of analysis: lesion" in parent.tags["mlflow.note.content"]

@@ -22,13 +22,15 @@ ROWS = [{"variant": v, "split": k, "test_acc": acc, "test_auc": auc, "wall_time_
                                ("FTED", 0, 0.7, 0.75))]
 
 
-def test_table1_becomes_metrics_per_variant():
+def test_the_view_level_quick_table_becomes_metrics_named_as_such():
     metrics = tracking.table1_metrics(table1(ROWS))
-    assert metrics["table1.FE.acc_mean"] == pytest.approx(85.0)
-    assert metrics["table1.FE.acc_std"] == pytest.approx(7.0711, abs=1e-3)
-    assert metrics["table1.FE.auc"] == pytest.approx(0.90)
-    assert metrics["table1.FTED.splits"] == 1 and metrics["table1.FTED.acc_std"] == 0.0
-    assert metrics["table1.FE.time_min"] == pytest.approx(1.0)
+    assert not any(k.startswith("table1.") for k in metrics)   # those are the report's
+    assert metrics["table1_views.FE.acc_mean"] == pytest.approx(85.0)
+    assert metrics["table1_views.FE.acc_std"] == pytest.approx(7.0711, abs=1e-3)
+    assert metrics["table1_views.FE.auc"] == pytest.approx(0.90)
+    assert metrics["table1_views.FTED.splits"] == 1
+    assert metrics["table1_views.FTED.acc_std"] == 0.0
+    assert metrics["table1_views.FE.time_min"] == pytest.approx(1.0)
 
 
 def test_description_holds_table1_verdict_warnings_and_the_report_link():
