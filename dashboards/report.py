@@ -1,5 +1,6 @@
 """``python -m dashboards.report``: rebuild a study's tables, ROC curves, statistics and HTML
-report from MLflow, and log them as artifacts (``report/``) on the study's parent run.
+report from MLflow, log them as artifacts (``report/``) on the study's parent run, and set its
+Table 1 (at the unit of analysis, with CIs) as that run's description and ``table1.*`` metrics.
 
 Examples::
 
