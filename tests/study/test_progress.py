@@ -78,21 +78,27 @@ print("end")
 """
 
 
-def test_on_a_terminal_overlapping_phases_share_one_line_and_each_leaves_its_last(tmp_path):
-    """In a real pseudo-terminal: while both phases run, every rewrite of the line shows
-    both (they no longer take turns on it); a finished phase's last status stays once."""
+def _overlap_in_pty(folder, columns: int) -> list[str]:
+    """The lines ``OVERLAP`` writes to a real pseudo-terminal ``columns`` wide (a line
+    rewritten in place counts once per rewrite)."""
     import os
     import sys
 
     from study.cluster import PROJECT_ROOT
     from tests._pty import run_in_pty
 
-    script = tmp_path / "overlap.py"
+    script = folder / "overlap.py"
     script.write_text(OVERLAP)
-    run = run_in_pty([sys.executable, str(script), str(PROJECT_ROOT)], cwd=tmp_path,
-                     env={**os.environ, "COLUMNS": "200"}, timeout_s=60)
+    run = run_in_pty([sys.executable, str(script), str(PROJECT_ROOT)], cwd=folder,
+                     env={**os.environ, "COLUMNS": str(columns)}, timeout_s=60)
     assert run.returncode == 0, run.text
-    lines = [x for _, x in run.lines]
+    return [x for _, x in run.lines]
+
+
+def test_on_a_terminal_overlapping_phases_share_one_line_and_each_leaves_its_last(tmp_path):
+    """In a real pseudo-terminal: while both phases run, every rewrite of the line shows
+    both (they no longer take turns on it); a finished phase's last status stays once."""
+    lines = _overlap_in_pty(tmp_path, 200)
     assert lines.count("== search: 2 trials ==") == 1
     assert lines.count("== evaluate: 1 trials ==") == 1
     both_from = lines.index("== evaluate: 1 trials ==")
@@ -110,17 +116,6 @@ def test_on_a_terminal_overlapping_phases_share_one_line_and_each_leaves_its_las
 def test_on_a_narrow_terminal_the_line_is_cut_not_wrapped(tmp_path):
     """A line longer than the terminal wraps, and ``\\r`` then rewrites only its last row:
     the status is cut to the width instead."""
-    import os
-    import sys
-
-    from study.cluster import PROJECT_ROOT
-    from tests._pty import run_in_pty
-
-    script = tmp_path / "overlap.py"
-    script.write_text(OVERLAP)
-    run = run_in_pty([sys.executable, str(script), str(PROJECT_ROOT)], cwd=tmp_path,
-                     env={**os.environ, "COLUMNS": "60"}, timeout_s=60)
-    assert run.returncode == 0, run.text
-    lines = [x for _, x in run.lines]
+    lines = _overlap_in_pty(tmp_path, 60)
     assert max(len(x) for x in lines) == 59 and any(x.endswith("…") for x in lines)
     assert any(x.startswith("search 1/2 done | evaluate 0/1 done") for x in lines)
