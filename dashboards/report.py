@@ -129,7 +129,7 @@ def publish(client: MlflowClient, computed: build.Computed, html: Path) -> None:
     ``table1.<variant>.*`` metrics (the runs table's columns), in one request each."""
     import time
 
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric, RunTag
 
     from dashboards.about import study_warnings
     from dashboards.build import brief_table1
@@ -148,18 +148,29 @@ def publish(client: MlflowClient, computed: build.Computed, html: Path) -> None:
             verdict=computed.restudy.verdict if computed.restudy is not None else None,
             warnings=study_warnings(runs))
         now = int(time.time() * 1000)
-        metrics = tracking.summary_metrics(computed.tables["table1"], computed.tables["table2"])
-        client.log_batch(runs.parent_run_id,
-                         metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
-                         tags=[_tag(tracking.NOTE_TAG, note)])
+        metrics = [Metric(k, v, now, 0) for k, v in table1_metrics(computed).items()]
+        client.log_batch(runs.parent_run_id, metrics=metrics,
+                         tags=[RunTag(tracking.NOTE_TAG, note)])
     except Exception as e:  # noqa: BLE001 - the report itself stands
         log.warning("Table 1 not set on the parent run %s: %s", runs.parent_run_id, e)
 
 
-def _tag(key: str, value: str):  # type: ignore[no-untyped-def]
-    from mlflow.entities import RunTag
+def table1_metrics(computed: build.Computed) -> dict[str, float]:
+    """The report's Table 1 as parent-run metrics (at the unit of analysis, a lesion's views
+    one case): ``table1.<V>.acc_mean`` with ``acc_ci_low`` / ``acc_ci_high`` (%, the 95 %
+    cluster-bootstrap CI), ``acc_std`` (over runs; absent with one run), ``auc`` with
+    ``auc_ci_low`` / ``auc_ci_high``, ``time_min``, ``splits``."""
+    from dashboards.tables import summary
+    from study.tracking import per_variant_metrics
 
-    return RunTag(key, value)
+    t1 = computed.tables["table1"]
+    brief = summary(t1, computed.tables["table2"]).merge(t1[["variant", "std_pct"]],
+                                                         on="variant")
+    names = {"accuracy_pct": "acc_mean", "accuracy_ci_low": "acc_ci_low",
+             "accuracy_ci_high": "acc_ci_high", "std_pct": "acc_std", "auc_mean": "auc",
+             "auc_ci_low": "auc_ci_low", "auc_ci_high": "auc_ci_high", "time_min": "time_min",
+             "splits": "splits"}
+    return per_variant_metrics(brief, names, "table1")
 
 
 def _previous(client: MlflowClient, runs: StudyRuns) -> StudyRuns | None:

@@ -40,7 +40,8 @@ __all__ = [
     "TerminalStatus", "all_runs",
     "child_runs", "client_for", "close_dangling_runs", "default_spill_dir", "describe_parent",
     "experiment_for", "find_child_run", "log_table1", "open_child_run", "replay_spilled",
-    "start_child_run", "start_parent_run", "summary_metrics", "table1_metrics", "ui_url",
+    "per_variant_metrics", "start_child_run", "start_parent_run", "table1_metrics",
+    "ui_url",
 ]
 
 T = TypeVar("T")
@@ -250,33 +251,21 @@ def ui_url(tracking_uri: str, exp_id: str, run_id: str | None = None) -> str:
     return f"{base}/runs/{run_id}{UI_QUERY}" if run_id else f"{base}{UI_QUERY}"
 
 
-def table1_metrics(table, prefix: str = "table1_views") -> dict[str, float]:  # type: ignore[no-untyped-def]
+def table1_metrics(table) -> dict[str, float]:  # type: ignore[no-untyped-def]
     """The launcher's view-level quick summary (``study.phases._report.table1``) as parent-run
-    metrics, one set per variant: ``<prefix>.<V>.acc_mean`` / ``acc_std`` (test accuracy %,
+    metrics, one set per variant: ``table1_views.<V>.acc_mean`` / ``acc_std`` (test accuracy %,
     mean and sample std over splits, every view a case), ``auc`` (mean test AUC),
-    ``time_min``, ``splits``; NaN values are left out. Logged only when the report (whose
-    Table 1 gives the ``table1.*`` metrics, :func:`summary_metrics`) could not be built."""
+    ``time_min``, ``splits``. Logged only when the report (whose Table 1 gives the
+    ``table1.*`` metrics, ``dashboards.report.publish``) could not be built."""
     names = {"accuracy_%": "acc_mean", "std_%": "acc_std", "auc": "auc", "time_min": "time_min",
              "splits": "splits"}
-    return _per_variant(table, names, prefix)
+    return per_variant_metrics(table, names, "table1_views")
 
 
-def summary_metrics(table1, table2) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    """The report's Table 1 (``dashboards.tables.summary``: at the unit of analysis, a lesion's
-    views one case) as parent-run metrics: ``table1.<V>.acc_mean`` with ``acc_ci_low`` /
-    ``acc_ci_high`` (%, the 95 % cluster-bootstrap CI), ``acc_std`` (over runs; absent with
-    one run), ``auc`` with ``auc_ci_low`` / ``auc_ci_high``, ``time_min``, ``splits``."""
-    from dashboards.tables import summary
-
-    brief = summary(table1, table2).merge(table1[["variant", "std_pct"]], on="variant")
-    names = {"accuracy_pct": "acc_mean", "accuracy_ci_low": "acc_ci_low",
-             "accuracy_ci_high": "acc_ci_high", "std_pct": "acc_std", "auc_mean": "auc",
-             "auc_ci_low": "auc_ci_low", "auc_ci_high": "auc_ci_high", "time_min": "time_min",
-             "splits": "splits"}
-    return _per_variant(brief, names, "table1")
-
-
-def _per_variant(table, names: dict[str, str], prefix: str) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def per_variant_metrics(table, names: dict[str, str],  # type: ignore[no-untyped-def]
+                        prefix: str) -> dict[str, float]:
+    """``<prefix>.<variant>.<short>`` for each row of ``table`` and ``column: short`` of
+    ``names``; NaN values are left out."""
     import math
 
     out: dict[str, float] = {}
