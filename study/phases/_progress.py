@@ -146,9 +146,12 @@ class Progress(Callback):
             if self.inline:
                 out.write("\r\x1b[K" + _fit(line))
                 out.flush()
-        elif final and line != self._last:
+        elif final and self._state() != self._last:   # not again for the clock alone (close)
             print(line, file=out, flush=True)
-        self._last = line
+            self._last = self._state()
+
+    def _state(self) -> str:
+        return " · ".join([self.counts(), *self._best()])
 
 
 def _fit(line: str) -> str:

@@ -119,3 +119,23 @@ def test_on_a_narrow_terminal_the_line_is_cut_not_wrapped(tmp_path):
     lines = _overlap_in_pty(tmp_path, 60)
     assert max(len(x) for x in lines) == 59 and any(x.endswith("…") for x in lines)
     assert any(x.startswith("search 1/2 done | evaluate 0/1 done") for x in lines)
+
+
+def test_piped_the_end_of_a_phase_is_not_printed_again_at_close(capsys):
+    from study.phases._progress import PhaseProgress
+
+    p = PhaseProgress({"search": Progress("search", 1, max_epochs=1),
+                       "evaluate": Progress("evaluate", 1, max_epochs=1)})
+    for phase in ("search", "evaluate"):
+        t = SimpleNamespace(config={"phase": phase},
+                            last_result={"training_iteration": 1, "trial_done": True})
+        p.on_trial_start(0, [], t)
+        p.on_trial_result(0, [], t, {"val_loss": 0.3})
+        p.on_trial_complete(0, [], t)
+    for progress in p.phases.values():
+        progress.t0 -= 5.0          # later: only the clock has moved
+    p.close()
+    lines = capsys.readouterr().out.splitlines()
+    assert [x.split(" · ")[0] for x in lines] == [
+        "== search: 1 trials ==", "search   1/1 done", "== evaluate: 1 trials ==",
+        "evaluate 1/1 done"], lines
