@@ -153,7 +153,14 @@ class GroupedOptunaSearcher(Searcher):
             step = int(result["epoch"])
             if step not in self._reported.setdefault(trial_id, set()):
                 self._reported[trial_id].add(step)
-                ot.report(float(result[METRIC]), step)
+                try:
+                    ot.report(float(result[METRIC]), step)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    # resumed from a Tune state older than the storage: the trial had ended
+                    # (told) after Tune's last save, and Tune runs it again from its
+                    # checkpoint; Optuna already knows its end (as on_trial_complete)
+                    log.info("%s: Optuna trial %d already finished; epoch %d not reported "
+                             "again", self._live[trial_id][0], ot.number, step)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:

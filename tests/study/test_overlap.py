@@ -121,3 +121,27 @@ def test_saved_state_restores_what_was_handed_out(tmp_path):
     second = again.suggest("y")
     assert {(first["split"]), second["split"]} == {0, 1}  # not handed out twice
     assert again.suggest("z") == Searcher.FINISHED
+
+
+def test_a_trial_told_after_tunes_last_save_reports_again_without_error(tmp_path):
+    """The driver dies after Optuna was told a trial's end (ASHA stopped it at epoch 1) but
+    before Tune saved: resumed, Tune runs that trial again from its checkpoint and it reports
+    an epoch Optuna never had. Optuna keeps the end it was told; the report is dropped, not
+    raised (a raise ended the resume: found by the PostgreSQL-restart fault test)."""
+    import optuna
+
+    spec = _spec(variants=("FE",))
+    s = _searcher(spec, tmp_path)
+    config = s.suggest("a")
+    assert config["phase"] == "search"
+    s.on_trial_result("a", {METRIC: 0.6, "epoch": 1})
+    s.save(str(tmp_path / "state.pkl"))                    # Tune's last save: "a" running
+    s.on_trial_complete("a", {METRIC: 0.6, "epoch": 1})    # pruned, told; the driver dies
+    again = _searcher(spec, tmp_path)
+    again.restore(str(tmp_path / "state.pkl"))
+    again.on_trial_result("a", {METRIC: 0.5, "epoch": 2})   # the rerun goes further
+    _finish(again, "a", loss=0.5)
+    study = again.grouped.study(next(iter(again.grouped._groups)))
+    (trial,) = [t for t in study.trials if t.number == config["optuna_trial"]]
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert trial.intermediate_values == {1: 0.6}          # the rerun's epoch not recorded
