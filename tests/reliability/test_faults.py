@@ -140,12 +140,16 @@ def _run(name: str, root: Path, uri: str, spec=None):  # type: ignore[no-untyped
 
 
 def _long_evaluation_spec():  # type: ignore[no-untyped-def]
-    """smoke.yaml with 8 evaluation epochs (no early stop): trials that outlast an outage."""
+    """smoke.yaml with 8 evaluation epochs (no early stop): trials that outlast an outage; and
+    6-epoch search trials: a search trial holds a checkpoint Tune has taken in only from the
+    report after its first ASHA rung (rungs 1, 2, 4), and smoke's 2-epoch trials end at that
+    report, leaving a fault nothing to hit."""
     from search_spaces import spec_from_dict
 
     data = load_spec("smoke").to_dict()
     data["evaluation"] = {**data["evaluation"], "max_epochs": 8, "early_stopping_patience": 8}
-    return spec_from_dict(data, source="smoke.yaml (8 evaluation epochs)")
+    data["search"]["asha"] = {**data["search"]["asha"], "max_epochs": 6}
+    return spec_from_dict(data, source="smoke.yaml (6 search, 8 evaluation epochs)")
 
 
 def _results(outcome) -> dict[tuple[str, int], tuple]:  # type: ignore[no-untyped-def]
