@@ -127,10 +127,6 @@ def publish(client: MlflowClient, computed: build.Computed, html: Path) -> None:
     """The report's Table 1 on its parent run, where a user of the MLflow UI lands: the
     description (Table 1 in brief, verdict, warnings, a link to the report) and the
     ``table1.<variant>.*`` metrics (the runs table's columns), in one request each."""
-    import time
-
-    from mlflow.entities import Metric, RunTag
-
     from dashboards.about import study_warnings
     from dashboards.build import brief_table1
     from dashboards.formats import markdown
@@ -147,10 +143,8 @@ def publish(client: MlflowClient, computed: build.Computed, html: Path) -> None:
             None, report=link, summary=(title, markdown(shown)),
             verdict=computed.restudy.verdict if computed.restudy is not None else None,
             warnings=study_warnings(runs))
-        now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, 0) for k, v in table1_metrics(computed).items()]
-        client.log_batch(runs.parent_run_id, metrics=metrics,
-                         tags=[RunTag(tracking.NOTE_TAG, note)])
+        tracking.log_once(client, runs.parent_run_id, table1_metrics(computed),
+                          {tracking.NOTE_TAG: note})
     except Exception as e:  # noqa: BLE001 - the report itself stands
         log.warning("Table 1 not set on the parent run %s: %s", runs.parent_run_id, e)
 

@@ -12,7 +12,6 @@ import os
 import platform
 import shlex
 import subprocess
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,7 +178,10 @@ def run_study(spec: StudySpec, study_dir: Path, tracking_uri: str, *, resume: bo
             page = build_report(tracking_uri, spec.name, parent, study_dir, echo)
         if page is None and quick is not None:
             echo(quick)
-            _log_metrics(tracking_uri, parent, tracking.table1_metrics(table))
+            try:
+                tracking.log_once(client, parent, tracking.table1_metrics(table))
+            except Exception as e:  # noqa: BLE001 - table1.json holds the same
+                log.warning("Table 1 metrics not logged to the parent run: %s", e)
         if quick is not None and spec.search.mode == "shared":
             echo("Note: shared search (one split searched, its best reused on every split) — "
                  "these estimates are optimistic.")
@@ -241,18 +243,6 @@ def build_report(tracking_uri: str, study: str, parent: str, study_dir: Path,
     echo(f"report: {result.written.html}"
          + (" (also in the parent run's artifacts, report/)" if result.logged else ""))
     return result.written.html
-
-
-def _log_metrics(tracking_uri: str, parent: str, values: dict[str, float]) -> None:
-    """``values`` on the (ended) parent run, step 0, in one request."""
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    try:
-        tracking.client_for(tracking_uri).log_batch(
-            parent, metrics=[Metric(k, v, now, 0) for k, v in values.items()])
-    except Exception as e:  # noqa: BLE001 - table1.json holds the same
-        log.warning("Table 1 metrics not logged to the parent run: %s", e)
 
 
 def run_tags(spec: StudySpec, data: StudyData) -> dict[str, str]:

@@ -19,7 +19,7 @@ __all__ = [
     "TRIAL_POLICY", "RetryPolicy", "RunLogger", "TerminalStatus", "all_runs",
     "child_runs", "client_for", "close_dangling_runs", "default_spill_dir", "describe_parent",
     "experiment_for", "find_child_run", "log_table1", "open_child_run", "replay_spilled",
-    "per_variant_metrics", "start_child_run", "start_parent_run", "table1_metrics",
+    "log_once", "per_variant_metrics", "start_child_run", "start_parent_run", "table1_metrics",
     "ui_url",
 ]
 

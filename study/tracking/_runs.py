@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
-from mlflow.entities import Param, RunTag, ViewType
+from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -40,7 +40,7 @@ __all__ = [
     "TerminalStatus", "all_runs",
     "child_runs", "client_for", "close_dangling_runs", "default_spill_dir", "describe_parent",
     "experiment_for", "find_child_run", "log_table1", "open_child_run", "replay_spilled",
-    "per_variant_metrics", "start_child_run", "start_parent_run", "table1_metrics",
+    "log_once", "per_variant_metrics", "start_child_run", "start_parent_run", "table1_metrics",
     "ui_url",
 ]
 
@@ -275,6 +275,17 @@ def per_variant_metrics(table, names: dict[str, str],  # type: ignore[no-untyped
             if value is not None and not (isinstance(value, float) and math.isnan(value)):
                 out[f"{prefix}.{row['variant']}.{short}"] = float(value)
     return out
+
+
+def log_once(client: MlflowClient, run_id: str, metrics: Mapping[str, float],
+             tags: Mapping[str, object] | None = None) -> None:
+    """``metrics`` (at step 0) and ``tags`` on ``run_id``, an ended run too, in one request
+    within MLflow's limits, a busy server waited out (``START_WAIT_S``)."""
+    now = int(time.time() * 1000)
+    batch = [Metric(lim.check_key(k, "metric"), lim.metric_value(k, v), now, 0)
+             for k, v in metrics.items()]
+    _patient(lambda: client.log_batch(run_id, metrics=batch, tags=_tag_list(dict(tags or {}))),
+             "log-batch")
 
 
 def log_table1(run_logger: RunLogger, table) -> None:  # type: ignore[no-untyped-def]
